@@ -1,0 +1,24 @@
+"""The compiled extension ``pycgn._C``: optional, with a single warning when it is absent."""
+from __future__ import annotations
+
+import warnings
+
+try:
+    from . import _C  # noqa: F401  (importing it registers the torch.ops.pycgn operators)
+    AVAILABLE = True
+    ERROR = None
+except ImportError as e:  # not built, or built against another torch
+    AVAILABLE = False
+    ERROR = e
+    warnings.warn(f"pycgn: the compiled extension pycgn._C could not be loaded ({e}); "
+                  "using the plain-PyTorch reference path, which is slower.", RuntimeWarning, stacklevel=2)
+
+
+def has_cpu_kernels() -> bool:
+    import torch
+    return AVAILABLE and torch._C._dispatch_has_kernel_for_dispatch_key("pycgn::composite", "CPU")
+
+
+def has_cuda_kernels() -> bool:
+    import torch
+    return AVAILABLE and torch._C._dispatch_has_kernel_for_dispatch_key("pycgn::composite", "CUDA")

@@ -1,0 +1,141 @@
+"""Loading and saving CGN weights: the published state dicts and pycgn's own format."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ._version import __version__
+from .models import MnistCGN
+
+FORMAT = "pycgn-checkpoint"
+FORMAT_VERSION = 1
+SHIPPED = ("colored_mnist", "double_colored_mnist", "wildlife_mnist")
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DIGITS = tuple(str(i) for i in range(10))
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable CGN checkpoint; the message names the file."""
+
+
+@dataclass
+class ModelInfo:
+    kind: str = "mnist_cgn"
+    variant: str = "custom"
+    image_size: int = 32
+    class_names: tuple[str, ...] = DIGITS
+    pycgn_version: str = __version__
+    sha256: str = ""
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over (key, dtype, shape, bytes) of every entry in key order: independent of the file."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def shipped_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}.pt"
+
+
+def resolve(name_or_path) -> Path:
+    """A shipped model's name or a path -> an existing file path, or a clear error."""
+    if isinstance(name_or_path, (str, os.PathLike)):
+        s = os.fspath(name_or_path)
+        if s in SHIPPED:
+            p = shipped_path(s)
+            if not p.is_file():
+                raise FileNotFoundError(f"model {s!r}: its shipped weights {p} are missing from this install")
+            return p
+        p = Path(s).expanduser()
+        if p.is_file():
+            return p
+        if p.exists():
+            raise CheckpointError(f"{p}: is not a file")
+        if os.sep in s or s.endswith((".pt", ".pth", ".ckpt")):
+            raise FileNotFoundError(f"checkpoint {s}: no such file")
+        raise ValueError(f"model must be one of {', '.join(SHIPPED)} or a checkpoint path, got {s!r}")
+    raise TypeError(f"model must be a name or a path, got {type(name_or_path).__name__}")
+
+
+def _read(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
+            KeyError, AttributeError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated, corrupt or not a "
+                              f"torch file): {first}") from e
+
+
+def _state_dict_and_info(obj, path: Path) -> tuple[dict, ModelInfo]:
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        meta = obj.get("meta", {})
+        info = ModelInfo(**{k: v for k, v in meta.items() if k in ModelInfo.__dataclass_fields__})
+        info.class_names = tuple(info.class_names)
+        sd = obj.get("state_dict")
+        if not isinstance(sd, dict):
+            raise CheckpointError(f"{path}: pycgn checkpoint without a state_dict")
+        actual = weights_sha256(sd)
+        if info.sha256 and info.sha256 != actual:
+            raise CheckpointError(f"{path}: weights do not match their recorded sha256 "
+                                  f"({info.sha256[:12]}... recorded, {actual[:12]}... found): corrupt file")
+        info.sha256 = actual
+        return sd, info
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        stem = path.stem
+        variant = stem if stem in SHIPPED else "custom"
+        return obj, ModelInfo(variant=variant, sha256=weights_sha256(obj), pycgn_version="published")
+    raise CheckpointError(f"{path}: not a CGN checkpoint (expected a state dict of tensors or a "
+                          f"pycgn checkpoint, found {type(obj).__name__})")
+
+
+def load(name_or_path="colored_mnist", device="cpu") -> MnistCGN:
+    """Load a shipped model by name, a published CGN state dict, or a pycgn checkpoint.
+
+    The model is in eval mode and carries ``model.info`` (a ``ModelInfo``).
+    """
+    path = resolve(name_or_path)
+    sd, info = _state_dict_and_info(_read(path), path)
+    model = MnistCGN(image_size=info.image_size, n_classes=len(info.class_names))
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: keys do not match the MNIST CGN: missing {missing or 'none'}; "
+                              f"unexpected {unexpected or 'none'}")
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: {' '.join(str(e).split())}") from e
+    info.source = str(path)
+    model.info = info
+    return model.eval().to(device)
+
+
+def save(model: MnistCGN, path, variant: str = "custom", class_names=DIGITS, extra: dict | None = None) -> Path:
+    """Write a pycgn checkpoint atomically (temporary name, then rename)."""
+    path = Path(path)
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    info = ModelInfo(variant=variant, image_size=model.image_size, class_names=tuple(class_names),
+                     sha256=weights_sha256(sd), extra=dict(extra or {}))
+    meta = asdict(info)
+    meta.pop("source")
+    meta["class_names"] = list(meta["class_names"])
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "meta": meta, "state_dict": sd}, buf)
+    from ._io import atomic_write_bytes
+    atomic_write_bytes(path, buf.getvalue())
+    return path

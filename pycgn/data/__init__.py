@@ -1,0 +1,16 @@
+"""Datasets: the paper's MNIST variants (``pycgn.data.mnist``) and readers of synthesized data.
+
+Submodules are imported on first use so that ``import pycgn`` stays light.
+"""
+from importlib import import_module
+
+_LAZY = {
+    # name -> submodule that defines it
+    "SynthDataset": "pycgn.data.synth",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pycgn.data' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from .mnist import MnistCGN, Mechanism
+
+__all__ = ["MnistCGN", "Mechanism"]

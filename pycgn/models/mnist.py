@@ -1,0 +1,132 @@
+"""The MNIST CGN of Sauer & Geiger (ICLR 2021), compatible with the published checkpoints.
+
+Module indices inside each ``nn.Sequential`` are part of the state-dict keys
+(``f_shape.4.weight``...), so the layer order below must not change.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import _checks
+
+N_CLASSES = 10
+LATENT_DIM = 32
+NGF = 32
+IMAGE_SIZE = 32
+
+
+class Reshape(nn.Module):
+    def __init__(self, *shape: int):
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+
+def _shape_net(in_dim: int, ngf: int, init: int) -> nn.Sequential:
+    c = ngf * 2
+    return nn.Sequential(
+        nn.Linear(in_dim, c * init * init),
+        Reshape(c, init, init),
+        nn.InstanceNorm2d(c),
+        nn.Upsample(scale_factor=2),
+        nn.Conv2d(c, ngf, 3, padding=1, bias=False),
+        nn.BatchNorm2d(ngf),
+        nn.LeakyReLU(0.2),
+        nn.InstanceNorm2d(ngf),
+        nn.Upsample(scale_factor=2),
+        nn.Conv2d(ngf, 1, 3, padding=1, bias=False),
+        nn.BatchNorm2d(1),
+        nn.LeakyReLU(0.2),
+        nn.InstanceNorm2d(1),
+    )
+
+
+def _texture_net(in_dim: int, ngf: int, init: int) -> nn.Sequential:
+    c = ngf * 2
+    return nn.Sequential(
+        nn.Linear(in_dim, c * init * init),
+        Reshape(c, init, init),
+        nn.Upsample(scale_factor=2),
+        nn.Conv2d(c, c, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c),
+        nn.LeakyReLU(0.2),
+        nn.Upsample(scale_factor=2),
+        nn.Conv2d(c, ngf, 3, padding=1, bias=False),
+        nn.BatchNorm2d(ngf),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(ngf, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.Tanh(),
+    )
+
+
+class Mechanism(nn.Module):
+    """One mechanism as a standalone net: ``(u, y) -> image``; the unit that is exported."""
+
+    def __init__(self, label_emb: nn.Embedding, net: nn.Sequential):
+        super().__init__()
+        self.label_emb = label_emb
+        self.net = net
+
+    def forward(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([u, self.label_emb(y)], dim=1))
+
+
+class MnistCGN(nn.Module):
+    """Shape (mask), texture (foreground) and background generators for 32x32 RGB digits.
+
+    Every input is explicit: latents ``u_*`` (N, 32) float32 and class ids ``y_*`` (N,) int64.
+    The texture crop offsets are applied at composition (``pycgn.reference.composite``),
+    not here, so the nets hold no randomness.
+    """
+
+    kind = "mnist_cgn"
+
+    def __init__(self, n_classes: int = N_CLASSES, latent_dim: int = LATENT_DIM, ngf: int = NGF,
+                 image_size: int = IMAGE_SIZE):
+        super().__init__()
+        if image_size % 4:
+            raise ValueError(f"image_size must be a multiple of 4, got {image_size}")
+        self.n_classes = n_classes
+        self.latent_dim = latent_dim
+        self.image_size = image_size
+        in_dim = latent_dim + n_classes
+        init = image_size // 4
+        self.label_emb = nn.Embedding(n_classes, n_classes)
+        self.f_shape = _shape_net(in_dim, ngf, init)
+        self.f_text1 = _texture_net(in_dim, ngf, init)
+        self.f_text2 = _texture_net(in_dim, ngf, init)
+        self.eval()
+
+    def mechanisms(self) -> dict[str, Mechanism]:
+        """The three nets as separate ``(u, y) -> image`` modules sharing this model's weights."""
+        return {
+            "shape": Mechanism(self.label_emb, self.f_shape),
+            "texture": Mechanism(self.label_emb, self.f_text1),
+            "background": Mechanism(self.label_emb, self.f_text2),
+        }
+
+    def _run(self, net: nn.Sequential, u: torch.Tensor, y: torch.Tensor, which: str) -> torch.Tensor:
+        if not torch.compiler.is_compiling():
+            _checks.latent(f"u_{which}", u, self.latent_dim)
+            _checks.class_ids(f"y_{which}", y, self.n_classes, u.shape[0])
+        return net(torch.cat([u.float(), self.label_emb(y.long())], dim=1))
+
+    def shape(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Pre-clamp mask, (N, 1, H, W)."""
+        return self._run(self.f_shape, u, y, "shape")
+
+    def texture(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Foreground texture before the crop, (N, 3, H, W) in [-1, 1]."""
+        return self._run(self.f_text1, u, y, "texture")
+
+    def background(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Background before the crop, (N, 3, H, W) in [-1, 1]."""
+        return self._run(self.f_text2, u, y, "bg")
+
+    def forward(self, u_shape, y_shape, u_texture, y_texture, u_bg, y_bg):
+        return (self.shape(u_shape, y_shape), self.texture(u_texture, y_texture),
+                self.background(u_bg, y_bg))

@@ -1,0 +1,60 @@
+"""Builds pycgn and its extension pycgn._C with torch.utils.cpp_extension.
+
+CPU sources (csrc/**/*.cpp) are always compiled; CUDA sources (csrc/**/*.cu) when torch is a
+CUDA build and nvcc is found, or always with FORCE_CUDA=1 (which fails loudly if it cannot).
+The extension is optional unless PYCGN_STRICT_BUILD=1 or FORCE_CUDA=1: pycgn falls back to its
+plain-PyTorch path without it.
+"""
+import glob
+import os
+import re
+
+from setuptools import find_packages, setup
+
+import torch
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _version():
+    text = open(os.path.join(HERE, "pycgn", "_version.py")).read()
+    return re.search(r'__version__ = "([^"]+)"', text).group(1)
+
+
+def _sources(pattern):
+    return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, "csrc", "**", pattern),
+                                                               recursive=True)
+                  if f"{os.sep}tests{os.sep}" not in p and f"{os.sep}cpp{os.sep}" not in p)
+
+
+def extensions():
+    force = os.environ.get("FORCE_CUDA", "0") == "1"
+    strict = force or os.environ.get("PYCGN_STRICT_BUILD", "0") == "1"
+    cuda = torch.version.cuda is not None and CUDA_HOME is not None
+    if force and not cuda:
+        raise RuntimeError(
+            f"FORCE_CUDA=1 but CUDA cannot be built: torch {torch.__version__} is "
+            f"{'a CUDA build' if torch.version.cuda else 'a CPU-only build'}, CUDA_HOME={CUDA_HOME}")
+    openmp = ["-fopenmp"]
+    cxx = ["-O3", "-std=c++17", "-fvisibility=hidden", *openmp]
+    macros = [("Py_LIMITED_API", "0x030A0000")]
+    common = dict(include_dirs=[os.path.join(HERE, "include")], define_macros=macros,
+                  py_limited_api=True, extra_link_args=openmp, optional=not strict)
+    if cuda:
+        macros.append(("PYCGN_WITH_CUDA", "1"))
+        return [CUDAExtension("pycgn._C", _sources("*.cpp") + _sources("*.cu"),
+                              extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math",
+                                                                       "-std=c++17", "-lineinfo"]},
+                              **common)]
+    return [CppExtension("pycgn._C", _sources("*.cpp"), extra_compile_args={"cxx": cxx}, **common)]
+
+
+setup(
+    version=_version(),
+    packages=find_packages(include=["pycgn", "pycgn.*", "export", "export.*"]),
+    package_data={"pycgn": ["weights/*.pt", "weights/*.md", "weights/*.json"]},
+    ext_modules=extensions(),
+    cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
+)
