@@ -52,7 +52,7 @@ def extensions():
 
 setup(
     version=_version(),
-    packages=find_packages(include=["pycgn", "pycgn.*", "export", "export.*"]),
+    packages=find_packages(include=["pycgn", "pycgn.*"]),
     package_data={"pycgn": ["weights/*.pt", "weights/*.md", "weights/*.json"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)},

@@ -9,7 +9,7 @@ from importlib import import_module
 # module -> defines register_cli(subparsers) adding one or more subcommands
 COMMAND_MODULES = (
     "pycgn.api",         # generate, grid, interpolate, info
-    "pycgn.export_cli",  # export
+    "pycgn.export",      # export
     "pycgn.synth",       # synth
     "pycgn.train",       # train
     "pycgn.evaluate",    # evaluate
