@@ -1,0 +1,44 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "cgn_mnist_official"
+VARIANTS = ("colored_mnist", "double_colored_mnist", "wildlife_mnist")
+
+
+def published(variant: str) -> Path:
+    """Path of a published checkpoint; skips the test where ../shared is absent (a user's machine)."""
+    p = SHARED / f"{variant}.pth"
+    if not p.is_file():
+        pytest.skip(f"published checkpoint {p} is absent (../shared is only on pycgn developer and CI machines)")
+    return p
+
+
+@pytest.fixture
+def random_model():
+    """An MnistCGN with random, non-trivial weights and running statistics (eval mode)."""
+    from pycgn.models import MnistCGN
+    g = torch.Generator().manual_seed(1234)
+    m = MnistCGN()
+    with torch.no_grad():
+        for name, t in m.state_dict().items():
+            if t.is_floating_point():
+                if name.endswith("running_var"):
+                    t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+                else:
+                    t.copy_(torch.randn(t.shape, generator=g) * 0.2)
+    return m.eval()
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path_factory, monkeypatch):
+    # exported-model caches of the runtime never touch the user's home in tests
+    monkeypatch.setenv("PYCGN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "pycgn-cache"))
+    yield
+
+
+def pytest_report_header(config):
+    import pycgn
+    return f"pycgn {pycgn.__version__}, extension loaded: {pycgn._ext.AVAILABLE}, torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}"
