@@ -14,11 +14,19 @@ except ImportError as e:  # not built, or built against another torch
                   "using the plain-PyTorch reference path, which is slower.", RuntimeWarning, stacklevel=2)
 
 
-def has_cpu_kernels() -> bool:
+def _has_kernel(key: str) -> bool:
     import torch
-    return AVAILABLE and torch._C._dispatch_has_kernel_for_dispatch_key("pycgn::composite", "CPU")
+    if not AVAILABLE:
+        return False
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key("pycgn::composite", key)
+    except RuntimeError:  # the operator is not registered in this build
+        return False
+
+
+def has_cpu_kernels() -> bool:
+    return _has_kernel("CPU")
 
 
 def has_cuda_kernels() -> bool:
-    import torch
-    return AVAILABLE and torch._C._dispatch_has_kernel_for_dispatch_key("pycgn::composite", "CUDA")
+    return _has_kernel("CUDA")
