@@ -1,0 +1,82 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import pycgn
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    torch.manual_seed(1)
+    m = pycgn.MnistCGN()
+    return pycgn.save(m, tmp_path_factory.mktemp("cli") / "m.pt")
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "pycgn", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_generate_writes_grid_png(model_path, tmp_path):
+    out = tmp_path / "out.png"
+    r = run("generate", "--model", model_path, "--shape", "3", "--texture", "7", "--bg", "1", "-n", "16",
+            "--seed", "5", "--scale", "1", "-o", out)
+    assert r.returncode == 0, r.stderr
+    img = np.asarray(Image.open(out))
+    assert img.shape == (4 * 34 + 2, 4 * 34 + 2, 3)
+    same = pycgn.generate(shape=3, texture=7, bg=1, n=16, seed=5, model=model_path, backend="torch")
+    assert np.abs(img[2:34, 2:34].astype(int) - same[0].astype(int)).max() <= 1
+    assert list(tmp_path.iterdir()) == [out], "temporary files left behind"
+
+
+def test_grid_and_interpolate_and_info(model_path, tmp_path):
+    r = run("grid", "--model", model_path, "--rows", "texture", "--cols", "shape", "--row-classes", "1,2",
+            "--scale", "1", "-o", tmp_path / "g.png")
+    assert r.returncode == 0, r.stderr
+    assert np.asarray(Image.open(tmp_path / "g.png")).shape == (2 * 34 + 2, 10 * 34 + 2, 3)
+    r = run("interpolate", "--model", model_path, "--start", "0", "--end", "9", "--steps", "3", "--rows", "1",
+            "--scale", "1", "-o", tmp_path / "i.png")
+    assert r.returncode == 0, r.stderr
+    assert np.asarray(Image.open(tmp_path / "i.png")).shape == (36, 3 * 34 + 2, 3)
+    r = run("info")
+    assert r.returncode == 0 and "pycgn" in r.stdout and "backends:" in r.stdout and "CPU kernels" in r.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["generate", "--model", "nosuchmodel", "-o", "{tmp}/x.png"], "model must be one of"),
+    (["generate", "--shape", "12", "-o", "{tmp}/x.png"], "shape has class id 12"),
+    (["generate", "--texture", "purple", "-o", "{tmp}/x.png"], "unknown class 'purple'"),
+    (["generate", "-o", "{tmp}/no/such/dir/x.png"], "does not exist"),
+    (["generate", "-n", "0", "-o", "{tmp}/x.png"], "-n must be >= 1"),
+    (["generate", "-o", "{tmp}"], "is a directory"),
+])
+def test_bad_arguments_exit_2_with_one_line(model_path, tmp_path, args, words):
+    args = [a.format(tmp=tmp_path) for a in args]
+    if "--model" not in args:
+        args += ["--model", str(model_path)]
+    r = run(*args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], r.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_unwritable_output(model_path, tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root can write into a read-only folder, so the error cannot be provoked as root")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    r = run("generate", "--model", model_path, "-o", ro / "x.png")
+    assert r.returncode == 2 and "not writable" in r.stderr
+
+
+def test_help_for_each_command():
+    for cmd in ("generate", "grid", "interpolate", "info"):
+        r = run(cmd, "--help")
+        assert r.returncode == 0 and "usage: pycgn " + cmd in r.stdout
