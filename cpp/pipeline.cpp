@@ -1,0 +1,329 @@
+// pycgn::Pipeline: TorchScript generators (libtorch) + the torch-free compositing core.
+// The only translation unit of pycgn that includes libtorch's headers.
+#include "pycgn/pipeline.h"
+
+#include <torch/cuda.h>
+#include <torch/script.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <utility>
+
+#include "pycgn/composite.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace pycgn {
+
+namespace {
+
+constexpr const char* kSidecar = "pycgn_export.json";
+constexpr const char* kFormat = "pycgn-export";
+constexpr int kFormatVersion = 1;
+const char* const kNets[3] = {"shape", "texture", "background"};
+
+[[noreturn]] void fail(const fs::path& file, const std::string& what) {
+  throw ExportError(file.string() + ": " + what);
+}
+
+template <typename T>
+T field(const json& j, const char* key, const fs::path& file) {
+  auto it = j.find(key);
+  if (it == j.end()) fail(file, std::string("missing key \"") + key + "\"");
+  try {
+    return it->get<T>();
+  } catch (const json::exception&) {
+    fail(file, std::string("key \"") + key + "\" has the wrong type (" + it->type_name() + ")");
+  }
+}
+
+std::int64_t positive(const json& j, const char* key, const fs::path& file, std::int64_t lowest) {
+  const auto v = field<std::int64_t>(j, key, file);
+  if (v < lowest) fail(file, std::string("key \"") + key + "\" must be >= " + std::to_string(lowest));
+  return v;
+}
+
+json read_sidecar(const fs::path& file) {
+  std::ifstream in(file);
+  if (!in) fail(file, fs::exists(file) ? "cannot be read" : "no such file (not a pycgn export directory?)");
+  json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) fail(file, "not a JSON object");
+  return j;
+}
+
+ExportInfo parse_info(const json& j, const fs::path& dir, const fs::path& file) {
+  const auto format = j.contains("format") && j["format"].is_string() ? j["format"].get<std::string>() : "";
+  if (format != kFormat) fail(file, "format is \"" + format + "\", expected \"" + kFormat + "\"");
+  const auto version = field<std::int64_t>(j, "format_version", file);
+  if (version != kFormatVersion) {
+    fail(file, "format_version " + std::to_string(version) + " is not supported (this build reads " +
+                   std::to_string(kFormatVersion) + "); re-export the model with a matching pycgn");
+  }
+  ExportInfo info;
+  info.directory = dir.string();
+  info.runtime = field<std::string>(j, "runtime", file);
+  info.kind = field<std::string>(j, "kind", file);
+  info.variant = field<std::string>(j, "variant", file);
+  info.weights_sha256 = field<std::string>(j, "weights_sha256", file);
+  info.image_size = positive(j, "image_size", file, 1);
+  info.latent_dim = positive(j, "latent_dim", file, 1);
+  info.n_classes = positive(j, "n_classes", file, 1);
+  info.max_offset = positive(j, "max_offset", file, 0);
+  info.class_names = field<std::vector<std::string>>(j, "class_names", file);
+  if (static_cast<std::int64_t>(info.class_names.size()) != info.n_classes) {
+    fail(file, "class_names has " + std::to_string(info.class_names.size()) + " entries, n_classes is " +
+                   std::to_string(info.n_classes));
+  }
+  const auto clamp = field<std::vector<double>>(j, "clamp", file);
+  if (clamp.size() != 2 || !(clamp[0] <= clamp[1])) fail(file, "clamp must be [lo, hi] with lo <= hi");
+  info.clamp_lo = static_cast<float>(clamp[0]);
+  info.clamp_hi = static_cast<float>(clamp[1]);
+  return info;
+}
+
+// Generators are written as (N, C, H, W) float32; anything else is a broken export.
+at::Tensor checked_output(const torch::IValue& out, const char* net, std::int64_t n, std::int64_t channels,
+                          const fs::path& file) {
+  if (!out.isTensor()) fail(file, std::string(net) + " generator did not return a tensor");
+  at::Tensor t = out.toTensor();
+  if (t.dim() != 4 || t.size(0) != n || t.size(1) != channels) {
+    std::ostringstream s;
+    s << net << " generator returned shape " << t.sizes() << ", expected (" << n << ", " << channels
+      << ", H, W)";
+    fail(file, s.str());
+  }
+  return t.to(at::kFloat).contiguous();
+}
+
+Image4 image4(const at::Tensor& t) {
+  Image4 v;
+  v.data = t.data_ptr<float>();
+  for (int i = 0; i < 4; ++i) {
+    v.size[i] = t.size(i);
+    v.stride[i] = t.stride(i);
+  }
+  return v;
+}
+
+Offsets offsets4(const at::Tensor& t) {
+  Offsets o;
+  o.data = t.data_ptr<std::int64_t>();
+  o.dtype = IndexDtype::kInt64;
+  o.stride[0] = t.stride(0);
+  o.stride[1] = t.stride(1);
+  return o;
+}
+
+void check_draw(const Draw& d, const ExportInfo& info) {
+  const auto n = static_cast<std::size_t>(d.size());
+  const auto dim = static_cast<std::size_t>(info.latent_dim);
+  if (d.latent_dim != info.latent_dim) {
+    throw std::invalid_argument("draw.latent_dim is " + std::to_string(d.latent_dim) + ", the model's is " +
+                                std::to_string(info.latent_dim));
+  }
+  auto sized = [&](const char* name, std::size_t got, std::size_t want) {
+    if (got != want) {
+      throw std::invalid_argument(std::string("draw.") + name + " has " + std::to_string(got) +
+                                  " values, expected " + std::to_string(want));
+    }
+  };
+  sized("shape", d.shape.size(), n);
+  sized("texture", d.texture.size(), n);
+  sized("bg", d.bg.size(), n);
+  sized("u_shape", d.u_shape.size(), n * dim);
+  sized("u_texture", d.u_texture.size(), n * dim);
+  sized("u_bg", d.u_bg.size(), n * dim);
+  sized("fg_offset", d.fg_offset.size(), 2 * n);
+  sized("bg_offset", d.bg_offset.size(), 2 * n);
+  auto classes = [&](const char* name, const std::vector<std::int64_t>& y) {
+    for (auto v : y) {
+      if (v < 0 || v >= info.n_classes) {
+        throw std::invalid_argument(std::string("draw.") + name + " has class id " + std::to_string(v) +
+                                    ", expected 0.." + std::to_string(info.n_classes - 1));
+      }
+    }
+  };
+  classes("shape", d.shape);
+  classes("texture", d.texture);
+  classes("bg", d.bg);
+  auto offsets = [&](const char* name, const std::vector<std::int64_t>& o) {
+    for (auto v : o) {
+      if (v < 0) throw std::invalid_argument(std::string("draw.") + name + " has offset " + std::to_string(v) + ", expected >= 0");
+    }
+  };
+  offsets("fg_offset", d.fg_offset);
+  offsets("bg_offset", d.bg_offset);
+}
+
+}  // namespace
+
+Device parse_device(const std::string& name) {
+  if (name == "auto") return Device::kAuto;
+  if (name == "cpu") return Device::kCpu;
+  if (name == "cuda") return Device::kCuda;
+  throw std::invalid_argument("device must be auto, cpu or cuda, got \"" + name + "\"");
+}
+
+const char* device_name(Device device) {
+  switch (device) {
+    case Device::kCpu: return "cpu";
+    case Device::kCuda: return "cuda";
+    default: return "auto";
+  }
+}
+
+struct Pipeline::Impl {
+  ExportInfo info;
+  PipelineOptions options;
+  Device device = Device::kCpu;
+  fs::path files[3];
+  // forward() of a loaded module does not modify it; mutable only because the API is non-const.
+  mutable torch::jit::Module nets[3];
+
+  torch::Device torch_device() const {
+    return device == Device::kCuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  }
+
+  // One chunk [b0, b0 + n) of the draw into out (n images, NHWC uint8).
+  void run(const Draw& d, std::int64_t b0, std::int64_t n, std::uint8_t* out) const;
+};
+
+Pipeline::Pipeline(const std::string& model_dir, PipelineOptions options) : impl_(std::make_unique<Impl>()) {
+  const fs::path dir(model_dir);
+  if (!fs::is_directory(dir)) {
+    fail(dir, fs::exists(dir) ? "not a directory (expected a pycgn export directory)" : "no such directory");
+  }
+  if (options.batch_size < 1) {
+    throw std::invalid_argument("batch_size must be >= 1, got " + std::to_string(options.batch_size));
+  }
+  const fs::path sidecar = dir / kSidecar;
+  const json j = read_sidecar(sidecar);
+  Impl& p = *impl_;
+  p.info = parse_info(j, dir, sidecar);
+  p.options = options;
+  if (p.info.runtime != "torchscript") {
+    fail(sidecar, "runtime is \"" + p.info.runtime +
+                      "\"; pycgn::Pipeline runs \"torchscript\" exports (pycgn export --format torchscript)");
+  }
+  const auto files = field<json>(j, "files", sidecar);
+  if (!files.is_object()) fail(sidecar, "key \"files\" must be an object");
+
+  const bool cuda_ok = PYCGN_PIPELINE_CUDA && torch::cuda::is_available();
+  if (options.device == Device::kCuda && !cuda_ok) {
+    throw std::invalid_argument(
+        PYCGN_PIPELINE_CUDA ? "device is cuda, but libtorch sees no CUDA GPU"
+                            : "device is cuda, but pycgn was built without CUDA (libtorch or the core lacks it)");
+  }
+  p.device = options.device == Device::kCpu ? Device::kCpu : (cuda_ok ? Device::kCuda : Device::kCpu);
+
+  for (int i = 0; i < 3; ++i) {
+    const auto name = field<std::string>(files, kNets[i], sidecar);
+    // The sidecar names files inside its directory; never follow it elsewhere.
+    if (fs::path(name).has_parent_path() || name.empty() || name == "." || name == "..") {
+      fail(sidecar, std::string("files.") + kNets[i] + " must be a file name in the export directory, got \"" +
+                        name + "\"");
+    }
+    p.files[i] = dir / name;
+    if (!fs::is_regular_file(p.files[i])) fail(p.files[i], "no such file (named by " + sidecar.string() + ")");
+    try {
+      p.nets[i] = torch::jit::load(p.files[i].string(), p.torch_device());
+    } catch (const c10::Error& e) {
+      const std::string msg = e.what_without_backtrace();
+      fail(p.files[i], "not a loadable TorchScript module: " + msg.substr(0, msg.find('\n')));
+    }
+    p.nets[i].eval();
+  }
+}
+
+Pipeline::~Pipeline() = default;
+Pipeline::Pipeline(Pipeline&&) noexcept = default;
+Pipeline& Pipeline::operator=(Pipeline&&) noexcept = default;
+
+const ExportInfo& Pipeline::info() const { return impl_->info; }
+Device Pipeline::device() const { return impl_->device; }
+
+Sampler Pipeline::sampler(std::uint64_t seed, std::int64_t counterfactuals) const {
+  const auto& i = impl_->info;
+  return Sampler(seed, i.n_classes, i.latent_dim, i.max_offset, counterfactuals);
+}
+
+void Pipeline::Impl::run(const Draw& d, std::int64_t b0, std::int64_t n, std::uint8_t* out) const {
+  const std::int64_t dim = info.latent_dim;
+  const auto dev = torch_device();
+  auto latents = [&](const std::vector<float>& u) {
+    // from_blob borrows the draw's memory: clone before a CPU forward could alias it.
+    return torch::from_blob(const_cast<float*>(u.data() + b0 * dim), {n, dim}, torch::kFloat).to(dev, false, true);
+  };
+  auto labels = [&](const std::vector<std::int64_t>& y) {
+    return torch::from_blob(const_cast<std::int64_t*>(y.data() + b0), {n}, torch::kLong).to(dev, false, true);
+  };
+  auto offsets = [&](const std::vector<std::int64_t>& o) {
+    return torch::from_blob(const_cast<std::int64_t*>(o.data() + 2 * b0), {n, 2}, torch::kLong).to(dev, false, true);
+  };
+  at::Tensor mask, fg, bg;
+  {
+    c10::InferenceMode guard;
+    mask = checked_output(nets[0].forward({latents(d.u_shape), labels(d.shape)}), "shape", n, 1, files[0]);
+    fg = checked_output(nets[1].forward({latents(d.u_texture), labels(d.texture)}), "texture", n, 3, files[1]);
+    bg = checked_output(nets[2].forward({latents(d.u_bg), labels(d.bg)}), "background", n, 3, files[2]);
+  }
+  const std::int64_t h = mask.size(2), w = mask.size(3);
+  if (h != info.image_size || w != info.image_size) {
+    fail(files[0], "shape generator returned " + std::to_string(h) + "x" + std::to_string(w) + " masks, the sidecar says " +
+                       std::to_string(info.image_size));
+  }
+  const at::Tensor fo = offsets(d.fg_offset), bo = offsets(d.bg_offset);
+  CompositeParams c;
+  c.mask = image4(mask);
+  c.fg = image4(fg);
+  c.bg = image4(bg);
+  c.fg_offset = offsets4(fo);
+  c.bg_offset = offsets4(bo);
+  c.out_dtype = OutDtype::kUint8;
+  c.layout = Layout::kNHWC;
+  c.lo = info.clamp_lo;
+  c.hi = info.clamp_hi;
+  if (device == Device::kCpu) {
+    c.out = out;
+    composite_cpu(c);
+    return;
+  }
+#if PYCGN_PIPELINE_CUDA
+  at::Tensor img = torch::empty({n, h, w, 3}, torch::TensorOptions().dtype(torch::kByte).device(dev));
+  c.out = img.data_ptr<std::uint8_t>();
+  if (const char* bad = composite_check(c)) throw std::invalid_argument(bad);
+  // The legacy default stream: libtorch issues its kernels there too unless a caller set
+  // another current stream, and the copy below synchronises with it.
+  composite_cuda(c, nullptr);
+  at::Tensor host = img.to(torch::kCPU);
+  std::copy(host.data_ptr<std::uint8_t>(), host.data_ptr<std::uint8_t>() + host.numel(), out);
+#endif
+}
+
+Images Pipeline::images(const Draw& draw) const {
+  const Impl& p = *impl_;
+  check_draw(draw, p.info);
+  Images img;
+  img.n = draw.size();
+  img.height = img.width = p.info.image_size;
+  img.channels = 3;
+  const std::int64_t per = img.height * img.width * img.channels;
+  img.data.resize(static_cast<std::size_t>(img.n * per));
+  for (std::int64_t b0 = 0; b0 < img.n; b0 += p.options.batch_size) {
+    const std::int64_t n = std::min(p.options.batch_size, img.n - b0);
+    p.run(draw, b0, n, img.data.data() + b0 * per);
+  }
+  return img;
+}
+
+Images Pipeline::generate(std::uint64_t seed, std::int64_t n, const std::vector<std::int64_t>& shape,
+                          const std::vector<std::int64_t>& texture, const std::vector<std::int64_t>& bg,
+                          std::int64_t start, std::int64_t counterfactuals) const {
+  return images(sampler(seed, counterfactuals).draw_n(n, start, shape, texture, bg));
+}
+
+}  // namespace pycgn

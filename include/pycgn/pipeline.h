@@ -1,0 +1,98 @@
+// pycgn::Pipeline: counterfactual images from an exported CGN, in C++ without Python.
+//
+// Loads the three TorchScript generators written by `pycgn export --format torchscript`
+// (shape.torchscript.pt, texture.torchscript.pt, background.torchscript.pt) and their
+// sidecar pycgn_export.json, samples every input from a seed exactly like pycgn.Sampler,
+// runs the generators with libtorch and composites uint8 NHWC images with the torch-free
+// core (pycgn::composite). Images equal pycgn's Python output for the same model, classes
+// and seed within one uint8 level (float rounding of the nets).
+//
+// This header is torch-free: libtorch is a private dependency of the library, so programs
+// using it compile without libtorch's headers.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "pycgn/sampler.h"
+
+namespace pycgn {
+
+// A missing, unreadable or incompatible export; the message names the file.
+class ExportError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The sidecar pycgn_export.json (format "pycgn-export", format_version 1).
+struct ExportInfo {
+  std::string directory;
+  std::string runtime;
+  std::string kind;
+  std::string variant;
+  std::string weights_sha256;
+  std::int64_t image_size = 0;
+  std::int64_t latent_dim = 0;
+  std::int64_t n_classes = 0;
+  std::int64_t max_offset = 0;
+  std::vector<std::string> class_names;
+  float clamp_lo = 0.0f;
+  float clamp_hi = 1.0f;
+};
+
+// uint8 images, NHWC, row-major: pixel (i, y, x, c) is data[((i * height + y) * width + x) * channels + c].
+struct Images {
+  std::int64_t n = 0, height = 0, width = 0, channels = 0;
+  std::vector<std::uint8_t> data;
+
+  const std::uint8_t* image(std::int64_t i) const { return data.data() + i * height * width * channels; }
+};
+
+enum class Device { kAuto, kCpu, kCuda };
+
+// "auto", "cpu" or "cuda" -> Device; anything else throws std::invalid_argument.
+Device parse_device(const std::string& name);
+const char* device_name(Device device);
+
+struct PipelineOptions {
+  // kAuto: CUDA when libtorch and the compositing core both have it and a GPU is present.
+  Device device = Device::kAuto;
+  // Samples per forward pass; bounds memory (~0.6 MiB per sample), not the result.
+  std::int64_t batch_size = 512;
+};
+
+class Pipeline {
+ public:
+  // Throws ExportError naming the file for a missing directory, sidecar or generator, a
+  // sidecar of another format or version, or a generator libtorch cannot load.
+  explicit Pipeline(const std::string& model_dir, PipelineOptions options = {});
+  ~Pipeline();
+  Pipeline(Pipeline&&) noexcept;
+  Pipeline& operator=(Pipeline&&) noexcept;
+
+  const ExportInfo& info() const;
+  // The device the generators run on (kCpu or kCuda, never kAuto).
+  Device device() const;
+
+  // A sampler with this model's classes, latent size and crop range, like pycgn.Generator.sampler.
+  Sampler sampler(std::uint64_t seed, std::int64_t counterfactuals = 1) const;
+
+  // uint8 NHWC images for the inputs `draw`. Throws std::invalid_argument for a draw that
+  // does not fit this model (latent size, class ids, offsets, inconsistent lengths).
+  Images images(const Draw& draw) const;
+
+  // Samples start .. start + n - 1 of `seed`; class vectors as in Sampler::draw.
+  Images generate(std::uint64_t seed, std::int64_t n, const std::vector<std::int64_t>& shape = {},
+                  const std::vector<std::int64_t>& texture = {},
+                  const std::vector<std::int64_t>& bg = {}, std::int64_t start = 0,
+                  std::int64_t counterfactuals = 1) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pycgn
