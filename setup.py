@@ -37,15 +37,15 @@ def extensions():
             f"FORCE_CUDA=1 but CUDA cannot be built: torch {torch.__version__} is "
             f"{'a CUDA build' if torch.version.cuda else 'a CPU-only build'}, CUDA_HOME={CUDA_HOME}")
     openmp = ["-fopenmp"]
-    cxx = ["-O3", "-std=c++17", "-fvisibility=hidden", *openmp]
+    # -ffp-contract=off: the blend keeps eager PyTorch's bits (no fused multiply-add)
+    cxx = ["-O3", "-std=c++17", "-fvisibility=hidden", "-ffp-contract=off", *openmp]
     macros = [("Py_LIMITED_API", "0x030A0000")]
     common = dict(include_dirs=[os.path.join(HERE, "include")], define_macros=macros,
                   py_limited_api=True, extra_link_args=openmp, optional=not strict)
     if cuda:
         macros.append(("PYCGN_WITH_CUDA", "1"))
         return [CUDAExtension("pycgn._C", _sources("*.cpp") + _sources("*.cu"),
-                              extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math",
-                                                                       "-std=c++17", "-lineinfo"]},
+                              extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17", "-lineinfo"]},
                               **common)]
     return [CppExtension("pycgn._C", _sources("*.cpp"), extra_compile_args={"cxx": cxx}, **common)]
 

@@ -1,0 +1,177 @@
+// The torch operator pycgn::composite (and its out= overload): checks the tensors, fills a
+// pycgn::CompositeParams and calls the torch-free core on CPU or CUDA. Inputs are float32;
+// pycgn.ops.composite converts float16/bfloat16 first. The fake (meta) kernel, for
+// torch.compile and torch.export, is registered in pycgn/ops.py.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#ifdef PYCGN_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+#include "pycgn/composite.h"
+
+namespace pycgn {
+namespace {
+
+Layout parse_layout(c10::string_view layout) {
+  if (layout == "NCHW") return Layout::kNCHW;
+  if (layout == "NHWC") return Layout::kNHWC;
+  TORCH_CHECK_VALUE(false, "composite: layout must be 'NCHW' or 'NHWC', got '", std::string(layout), "'");
+}
+
+OutDtype parse_dtype(at::ScalarType dtype) {
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kByte,
+                   "composite: out_dtype must be float32 or uint8, got ", dtype);
+  return dtype == at::kByte ? OutDtype::kUint8 : OutDtype::kFloat32;
+}
+
+void check_image(const at::Tensor& t, const char* name, const at::Tensor& mask) {
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, "composite: ", name, " must be float32, got ",
+                   t.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == 4, "composite: ", name, " must have 4 dimensions (N, C, H, W), got shape ",
+                    t.sizes());
+  TORCH_CHECK_VALUE(t.device() == mask.device(), "composite: ", name, " is on ", t.device(),
+                    " but mask is on ", mask.device());
+}
+
+void check_offset(const c10::optional<at::Tensor>& o, const char* name, const at::Tensor& mask) {
+  if (!o) return;
+  TORCH_CHECK_TYPE(o->scalar_type() == at::kInt || o->scalar_type() == at::kLong, "composite: ", name,
+                   " must be int32 or int64, got ", o->scalar_type());
+  TORCH_CHECK_VALUE(o->dim() == 2 && o->size(0) == mask.size(0) && o->size(1) == 2, "composite: ", name,
+                    " must have shape (", mask.size(0), ", 2), got ", o->sizes());
+  TORCH_CHECK_VALUE(o->device() == mask.device(), "composite: ", name, " is on ", o->device(),
+                    " but mask is on ", mask.device());
+}
+
+std::vector<int64_t> check(const at::Tensor& mask, const at::Tensor& fg, const at::Tensor& bg,
+                           const c10::optional<at::Tensor>& fg_offset,
+                           const c10::optional<at::Tensor>& bg_offset, bool nhwc, double lo, double hi) {
+  check_image(mask, "mask", mask);
+  check_image(fg, "fg", mask);
+  check_image(bg, "bg", mask);
+  const int64_t n = mask.size(0), c = fg.size(1), h = mask.size(2), w = mask.size(3);
+  TORCH_CHECK_VALUE(fg.size(0) == n, "composite: fg has batch ", fg.size(0), " but mask has ", n);
+  TORCH_CHECK_VALUE(bg.size(0) == n, "composite: bg has batch ", bg.size(0), " but mask has ", n);
+  TORCH_CHECK_VALUE(bg.size(1) == c, "composite: bg has ", bg.size(1), " channels but fg has ", c);
+  TORCH_CHECK_VALUE(mask.size(1) == 1 || mask.size(1) == c, "composite: mask must have 1 or ", c,
+                    " (fg's) channels, got ", mask.size(1));
+  TORCH_CHECK_VALUE(fg.size(2) > 0 && fg.size(3) > 0, "composite: fg must have height and width >= 1, got ",
+                    fg.sizes());
+  TORCH_CHECK_VALUE(bg.size(2) > 0 && bg.size(3) > 0, "composite: bg must have height and width >= 1, got ",
+                    bg.sizes());
+  check_offset(fg_offset, "fg_offset", mask);
+  check_offset(bg_offset, "bg_offset", mask);
+  TORCH_CHECK_VALUE(lo <= hi, "composite: clamp must have lo <= hi, got (", lo, ", ", hi, ")");
+  return nhwc ? std::vector<int64_t>{n, h, w, c} : std::vector<int64_t>{n, c, h, w};
+}
+
+Image4 image(const at::Tensor& t) {
+  Image4 im;
+  im.data = t.data_ptr<float>();
+  for (int d = 0; d < 4; ++d) {
+    im.size[d] = t.size(d);
+    im.stride[d] = t.stride(d);
+  }
+  return im;
+}
+
+Offsets offsets(const c10::optional<at::Tensor>& o) {
+  Offsets r;
+  if (!o || o->numel() == 0) return r;
+  r.data = o->data_ptr();
+  r.dtype = o->scalar_type() == at::kInt ? IndexDtype::kInt32 : IndexDtype::kInt64;
+  r.stride[0] = o->stride(0);
+  r.stride[1] = o->stride(1);
+  return r;
+}
+
+// Writes into `out`, which is dense in its layout.
+void launch(const at::Tensor& mask, const at::Tensor& fg, const at::Tensor& bg,
+            const c10::optional<at::Tensor>& fg_offset, const c10::optional<at::Tensor>& bg_offset,
+            OutDtype dtype, Layout layout, double lo, double hi, at::Tensor& out) {
+  if (out.numel() == 0) return;
+  CompositeParams p;
+  p.mask = image(mask);
+  p.fg = image(fg);
+  p.bg = image(bg);
+  p.fg_offset = offsets(fg_offset);
+  p.bg_offset = offsets(bg_offset);
+  p.out = out.data_ptr();
+  p.out_dtype = dtype;
+  p.layout = layout;
+  p.lo = static_cast<float>(lo);
+  p.hi = static_cast<float>(hi);
+  if (mask.is_cpu()) {
+    p.num_threads = at::get_num_threads();
+    composite_cpu(p);
+    return;
+  }
+#ifdef PYCGN_WITH_CUDA
+  TORCH_CHECK(mask.is_cuda(), "composite: unsupported device ", mask.device());
+  const c10::cuda::CUDAGuard guard(mask.device());
+  composite_cuda(p, c10::cuda::getCurrentCUDAStream(mask.device().index()).stream());
+#else
+  TORCH_CHECK(false, "composite: pycgn was built without CUDA; got tensors on ", mask.device());
+#endif
+}
+
+at::Tensor composite(const at::Tensor& mask, const at::Tensor& fg, const at::Tensor& bg,
+                     const c10::optional<at::Tensor>& fg_offset, const c10::optional<at::Tensor>& bg_offset,
+                     at::ScalarType out_dtype, c10::string_view layout, double lo, double hi) {
+  const Layout lay = parse_layout(layout);
+  const OutDtype dt = parse_dtype(out_dtype);
+  const auto shape = check(mask, fg, bg, fg_offset, bg_offset, lay == Layout::kNHWC, lo, hi);
+  at::Tensor out = at::empty(shape, mask.options().dtype(out_dtype));
+  launch(mask, fg, bg, fg_offset, bg_offset, dt, lay, lo, hi, out);
+  return out;
+}
+
+at::Tensor& composite_out(const at::Tensor& mask, const at::Tensor& fg, const at::Tensor& bg,
+                          const c10::optional<at::Tensor>& fg_offset,
+                          const c10::optional<at::Tensor>& bg_offset, at::ScalarType out_dtype,
+                          c10::string_view layout, double lo, double hi, at::Tensor& out) {
+  const Layout lay = parse_layout(layout);
+  const OutDtype dt = parse_dtype(out_dtype);
+  const auto shape = check(mask, fg, bg, fg_offset, bg_offset, lay == Layout::kNHWC, lo, hi);
+  TORCH_CHECK_TYPE(out.scalar_type() == out_dtype, "composite: out must be ", out_dtype, ", got ",
+                   out.scalar_type());
+  TORCH_CHECK_VALUE(out.sizes() == at::IntArrayRef(shape), "composite: out must have shape ", shape,
+                    ", got ", out.sizes());
+  TORCH_CHECK_VALUE(out.device() == mask.device(), "composite: out is on ", out.device(),
+                    " but mask is on ", mask.device());
+  if (out.is_contiguous()) {
+    launch(mask, fg, bg, fg_offset, bg_offset, dt, lay, lo, hi, out);
+  } else {  // a strided view: compute densely, then copy into it
+    at::Tensor dense = at::empty(shape, out.options().memory_format(at::MemoryFormat::Contiguous));
+    launch(mask, fg, bg, fg_offset, bg_offset, dt, lay, lo, hi, dense);
+    out.copy_(dense);
+  }
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(pycgn, m) {
+  m.def("composite(Tensor mask, Tensor fg, Tensor bg, Tensor? fg_offset, Tensor? bg_offset, "
+        "ScalarType out_dtype, str layout, float lo, float hi) -> Tensor");
+  m.def("composite.out(Tensor mask, Tensor fg, Tensor bg, Tensor? fg_offset, Tensor? bg_offset, "
+        "ScalarType out_dtype, str layout, float lo, float hi, *, Tensor(a!) out) -> Tensor(a!)");
+}
+
+TORCH_LIBRARY_IMPL(pycgn, CPU, m) {
+  m.impl("composite", &composite);
+  m.impl("composite.out", &composite_out);
+}
+
+#ifdef PYCGN_WITH_CUDA
+TORCH_LIBRARY_IMPL(pycgn, CUDA, m) {
+  m.impl("composite", &composite);
+  m.impl("composite.out", &composite_out);
+}
+#endif
+
+}  // namespace pycgn
