@@ -25,6 +25,7 @@ constexpr const char* kSidecar = "pycgn_export.json";
 constexpr const char* kFormat = "pycgn-export";
 constexpr int kFormatVersion = 1;
 const char* const kNets[3] = {"shape", "texture", "background"};
+constexpr const char* kExtraFile = "pycgn.json";  // per-file record written by pycgn.export
 
 [[noreturn]] void fail(const fs::path& file, const std::string& what) {
   throw ExportError(file.string() + ": " + what);
@@ -83,6 +84,19 @@ ExportInfo parse_info(const json& j, const fs::path& dir, const fs::path& file) 
   info.clamp_lo = static_cast<float>(clamp[0]);
   info.clamp_hi = static_cast<float>(clamp[1]);
   return info;
+}
+
+// Each file records its mechanism and weights (extra file pycgn.json): catches a file moved
+// into the wrong export folder, or under another mechanism's name.
+void check_record(const std::string& text, const char* net, const std::string& sha, const fs::path& file) {
+  const json meta = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (meta.is_discarded() || !meta.is_object()) fail(file, std::string("its ") + kExtraFile + " record is missing or corrupt");
+  const auto mechanism = meta.value("mechanism", std::string());
+  if (mechanism != net) fail(file, "holds the \"" + mechanism + "\" generator, expected \"" + net + "\"");
+  const auto recorded = meta.value("weights_sha256", std::string());
+  if (recorded != sha) {
+    fail(file, "exported from weights " + recorded.substr(0, 12) + "..., but the sidecar says " + sha.substr(0, 12) + "...");
+  }
 }
 
 // Generators are written as (N, C, H, W) float32; anything else is a broken export.
@@ -229,12 +243,14 @@ Pipeline::Pipeline(const std::string& model_dir, PipelineOptions options) : impl
     }
     p.files[i] = dir / name;
     if (!fs::is_regular_file(p.files[i])) fail(p.files[i], "no such file (named by " + sidecar.string() + ")");
+    torch::jit::ExtraFilesMap extra{{kExtraFile, ""}};
     try {
-      p.nets[i] = torch::jit::load(p.files[i].string(), p.torch_device());
+      p.nets[i] = torch::jit::load(p.files[i].string(), p.torch_device(), extra);
     } catch (const c10::Error& e) {
       const std::string msg = e.what_without_backtrace();
-      fail(p.files[i], "not a loadable TorchScript module: " + msg.substr(0, msg.find('\n')));
+      fail(p.files[i], "not a loadable TorchScript module (truncated or corrupt): " + msg.substr(0, msg.find('\n')));
     }
+    check_record(extra[kExtraFile], kNets[i], p.info.weights_sha256, p.files[i]);
     p.nets[i].eval();
   }
 }

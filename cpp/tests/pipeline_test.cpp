@@ -157,12 +157,14 @@ void bad_exports(const fs::path& dir, const fs::path& work) {
   expect_throws<ExportError>(load(garbage), "shape.torchscript.pt: not a loadable TorchScript module",
                              "corrupt generator");
 
-  // A generator that returns the wrong channel count: texture swapped for shape.
+  // A generator under another mechanism's name, and one from other weights.
   const fs::path swapped = broken_copy(dir, work, "swapped", [](json& j) {
     j["files"]["texture"] = j["files"]["shape"];
   });
-  expect_throws<ExportError>([&] { pycgn::Pipeline(swapped.string()).generate(0, 2); },
-                             "texture generator returned shape", "wrong output shape");
+  expect_throws<ExportError>(load(swapped), "holds the \"shape\" generator, expected \"texture\"",
+                             "generator under another name");
+  const fs::path other = broken_copy(dir, work, "other", [](json& j) { j["weights_sha256"] = "0123456789abcdef"; });
+  expect_throws<ExportError>(load(other), "but the sidecar says 0123456789ab", "weights of another model");
 }
 
 }  // namespace
