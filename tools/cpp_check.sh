@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The C++ side of pycgn, end to end: configure and build the CMake project (pycgn::composite,
+# pycgn::pipeline, cgn_generate, tests), run ctest, install to a temporary prefix, then build
+# examples/cpp_consumer against that install alone (no libtorch on its search path) and run it,
+# plus the installed cgn_generate, on a freshly exported random-weight model.
+#
+#   tools/cpp_check.sh            # build dir: build/cmake (kept: libtorch code compiles slowly)
+#   PYCGN_CPP_BUILD=/tmp/b PYTHON=python3 tools/cpp_check.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+py=${PYTHON:-$(command -v python || command -v python3)}
+build=${PYCGN_CPP_BUILD:-$root/build/cmake}
+jobs=${PYCGN_CPP_JOBS:-2}
+step() { printf '\n--- cpp_check: %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+
+torch_prefix=$("$py" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')
+gen=()
+command -v ninja >/dev/null && gen=(-G Ninja)
+work=$(mktemp -d /tmp/pycgn-cpp-check.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+step "configure ($build)"
+nice -n 10 cmake -S "$root" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=ON \
+  -DCMAKE_PREFIX_PATH="$torch_prefix" -DPython3_EXECUTABLE="$py"
+grep -q '^Torch_DIR:PATH=.*-NOTFOUND' "$build/CMakeCache.txt" && { echo "libtorch not found: no pipeline"; exit 1; }
+
+step "build"
+nice -n 10 cmake --build "$build" -j"$jobs"
+
+step "ctest"
+(cd "$build" && nice -n 10 ctest --output-on-failure)
+
+step "install to a temporary prefix"
+prefix=$work/prefix
+cmake --install "$build" --prefix "$prefix" >/dev/null
+for f in include/pycgn/composite.h include/pycgn/pipeline.h include/pycgn/sampler.h bin/cgn_generate; do
+  test -e "$prefix/$f" || { echo "not installed: $f"; exit 1; }
+done
+find "$prefix" -name 'pycgnConfig.cmake' | grep -q . || { echo "not installed: pycgnConfig.cmake"; exit 1; }
+
+step "examples/cpp_consumer against the install"
+# Only the install prefix is searched: the package must bring everything it needs.
+nice -n 10 cmake -S "$root/examples/cpp_consumer" -B "$work/consumer" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$prefix"
+nice -n 10 cmake --build "$work/consumer" -j"$jobs"
+"$py" - "$work/export" <<'PY'
+import sys, torch, pycgn, pycgn.export
+torch.manual_seed(0)
+m = pycgn.MnistCGN()
+with torch.no_grad():
+    for k, t in m.state_dict().items():
+        if t.is_floating_point():
+            t.copy_(torch.rand_like(t) + 0.5 if k.endswith("running_var") else torch.randn_like(t) * 0.2)
+pycgn.export.export(m.eval(), sys.argv[1], format="torchscript")
+PY
+"$work/consumer/pycgn_consumer"
+"$work/consumer/pycgn_consumer" "$work/export"
+
+step "installed cgn_generate"
+"$prefix/bin/cgn_generate" --model-dir "$work/export" --shape 3 --texture 7 --bg 1 -n 8 --seed 1 -o "$work/grid.png"
+test -s "$work/grid.png"
+step "ok"
