@@ -84,6 +84,15 @@ if _ext.AVAILABLE and hasattr(torch.ops.pycgn, "composite"):
         shape = _fake_check(mask, fg, bg, fg_offset, bg_offset, out_dtype, layout, lo, hi)
         return mask.new_empty(shape, dtype=out_dtype)
 
+    @torch.library.register_fake("pycgn::composite.out")
+    def _composite_out_fake(mask, fg, bg, fg_offset, bg_offset, out_dtype, layout, lo, hi, *, out):
+        shape = _fake_check(mask, fg, bg, fg_offset, bg_offset, out_dtype, layout, lo, hi)
+        if out.dtype != out_dtype:
+            raise TypeError(f"composite: out must be {out_dtype}, got {out.dtype}")
+        if tuple(out.shape) != tuple(shape):
+            raise ValueError(f"composite: out must have shape {tuple(shape)}, got {tuple(out.shape)}")
+        return out
+
 
 def _as_tensor(name: str, a):
     """numpy -> torch without copying where torch can view the array."""
@@ -167,12 +176,12 @@ def composite(mask, fg, bg, fg_offset=None, bg_offset=None, out_dtype="float32",
     return res
 
 
+# Looked up once: the dispatcher query is not traceable by torch.compile.
+_KERNELS = {"cpu": _ext.has_cpu_kernels(), "cuda": _ext.has_cuda_kernels()}
+
+
 def _has_kernel(device: torch.device) -> bool:
-    if device.type == "cpu":
-        return _ext.has_cpu_kernels()
-    if device.type == "cuda":
-        return _ext.has_cuda_kernels()
-    return False
+    return _KERNELS.get(device.type, False)
 
 
 def _reduced(offset, tex):
