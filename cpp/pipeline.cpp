@@ -270,16 +270,13 @@ Sampler Pipeline::sampler(std::uint64_t seed, std::int64_t counterfactuals) cons
 void Pipeline::Impl::run(const Draw& d, std::int64_t b0, std::int64_t n, std::uint8_t* out) const {
   const std::int64_t dim = info.latent_dim;
   const auto dev = torch_device();
-  auto latents = [&](const std::vector<float>& u) {
-    // from_blob borrows the draw's memory: clone before a CPU forward could alias it.
-    return torch::from_blob(const_cast<float*>(u.data() + b0 * dim), {n, dim}, torch::kFloat).to(dev, false, true);
+  // Views of the draw's memory (alive for this call); copied only when moved to a GPU.
+  auto view = [&](const auto* data, c10::IntArrayRef size, torch::Dtype dtype) {
+    return torch::from_blob(const_cast<void*>(static_cast<const void*>(data)), size, dtype).to(dev);
   };
-  auto labels = [&](const std::vector<std::int64_t>& y) {
-    return torch::from_blob(const_cast<std::int64_t*>(y.data() + b0), {n}, torch::kLong).to(dev, false, true);
-  };
-  auto offsets = [&](const std::vector<std::int64_t>& o) {
-    return torch::from_blob(const_cast<std::int64_t*>(o.data() + 2 * b0), {n, 2}, torch::kLong).to(dev, false, true);
-  };
+  auto latents = [&](const std::vector<float>& u) { return view(u.data() + b0 * dim, {n, dim}, torch::kFloat); };
+  auto labels = [&](const std::vector<std::int64_t>& y) { return view(y.data() + b0, {n}, torch::kLong); };
+  auto offsets = [&](const std::vector<std::int64_t>& o) { return view(o.data() + 2 * b0, {n, 2}, torch::kLong); };
   at::Tensor mask, fg, bg;
   {
     c10::InferenceMode guard;
