@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import warnings
 
+import torch  # noqa: F401  (loads libc10/libtorch, which pycgn._C links against)
+
 try:
     from . import _C  # noqa: F401  (importing it registers the torch.ops.pycgn operators)
     AVAILABLE = True
