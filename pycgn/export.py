@@ -1,0 +1,328 @@
+"""Export the three CGN mechanisms to ONNX or TorchScript, and read such exports back.
+
+An export is a folder holding one file per mechanism and the sidecar ``pycgn_export.json``::
+
+    shape.onnx       texture.onnx       background.onnx          (format="onnx", opset 20)
+    shape.torchscript.pt  texture.torchscript.pt  background.torchscript.pt  (format="torchscript")
+
+Each file maps ``u`` float32 (batch, latent) and ``y`` int64 (batch,) to one image
+(batch, C, H, W) with a dynamic batch. Sampling, the texture crop and compositing stay in
+pycgn (random ops do not export). The sidecar is written last, so a folder with a sidecar is
+complete; every file is written under a temporary name and renamed.
+
+Each model file also records the weights sha256 and its mechanism (ONNX ``metadata_props``,
+TorchScript extra file ``pycgn.json``), so a file moved into the wrong folder is caught.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from ._io import atomic_path
+from ._version import __version__
+from .checkpoint import DIGITS, CheckpointError, weights_sha256
+from .models import MnistCGN
+
+FORMAT = "pycgn-export"
+FORMAT_VERSION = 1
+SIDECAR = "pycgn_export.json"
+OPSET = 20  # the torch.export-based exporter; the legacy one cannot keep the batch dynamic
+CLAMP = [0.0001, 0.9999]
+FORMATS = ("onnx", "torchscript")
+MECHANISMS = ("shape", "texture", "background")
+OUTPUT_NAMES = {"shape": "mask", "texture": "foreground", "background": "background"}
+SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+EXTRA_FILE = "pycgn.json"  # TorchScript extra file with the weights hash and the mechanism
+INPUT_NAMES = ("u", "y")
+
+
+class ExportError(CheckpointError):
+    """An exported file that is missing, corrupt or incompatible; the message names the file."""
+
+
+def file_name(mechanism: str, fmt: str) -> str:
+    return mechanism + SUFFIX[fmt]
+
+
+def _check_format(fmt) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    return fmt
+
+
+def _as_model(model) -> MnistCGN:
+    if isinstance(model, MnistCGN):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        from .checkpoint import load
+        return load(model)
+    raise TypeError(f"model must be an MnistCGN, a shipped model's name or a checkpoint path, "
+                    f"got {type(model).__name__}")
+
+
+def sidecar_for(model: MnistCGN, fmt: str, sha256: str | None = None) -> dict:
+    """The sidecar of an export of ``model`` (key order is part of the format, for humans)."""
+    info = getattr(model, "info", None)
+    size = model.image_size
+    image = lambda c: ["batch", c, size, size]  # noqa: E731
+    side = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "runtime": fmt,
+        "kind": model.kind,
+        "variant": getattr(info, "variant", "custom"),
+        "weights_sha256": sha256 or weights_sha256(model.state_dict()),
+        "pycgn_version": __version__,
+        "image_size": size,
+        "latent_dim": model.latent_dim,
+        "n_classes": model.n_classes,
+        "class_names": list(getattr(info, "class_names", DIGITS)),
+        "max_offset": size,  # the published shuffler: offsets {0, ..., size} per axis
+        "clamp": list(CLAMP),
+    }
+    if fmt == "onnx":
+        side["opset"] = OPSET
+    side["files"] = {m: file_name(m, fmt) for m in MECHANISMS}
+    side["inputs"] = [{"name": "u", "shape": ["batch", model.latent_dim], "dtype": "float32"},
+                      {"name": "y", "shape": ["batch"], "dtype": "int64"}]
+    side["outputs"] = {
+        "shape": {"name": OUTPUT_NAMES["shape"], "shape": image(1), "dtype": "float32"},
+        "texture": {"name": OUTPUT_NAMES["texture"], "shape": image(3), "dtype": "float32"},
+        "background": {"name": OUTPUT_NAMES["background"], "shape": image(3), "dtype": "float32"},
+    }
+    return side
+
+
+def _example(model: MnistCGN, n: int = 3):
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(n, model.latent_dim, generator=g),
+            torch.randint(0, model.n_classes, (n,), generator=g, dtype=torch.int64))
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporters print progress and warn about torchvision; keep a library call silent."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export",
+                                              "torch.fx.experimental.symbolic_shapes", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
+def _write(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; exports are meant to be shared
+
+
+def _onnx_bytes(mech: torch.nn.Module, example, output: str, meta: dict) -> bytes:
+    import onnx
+    batch = torch.export.Dim("batch", min=1)
+    with _quiet():
+        program = torch.onnx.export(mech, example, dynamo=True, opset_version=OPSET, verbose=False,
+                                    input_names=list(INPUT_NAMES), output_names=[output],
+                                    dynamic_shapes={"u": {0: batch}, "y": {0: batch}},
+                                    external_data=False)
+    proto = program.model_proto
+    for k, v in meta.items():
+        proto.metadata_props.add(key=f"pycgn_{k}", value=str(v))
+    proto.producer_name, proto.producer_version = "pycgn", __version__
+    onnx.checker.check_model(proto, full_check=True)
+    return proto.SerializeToString()
+
+
+def _torchscript_bytes(mech: torch.nn.Module, example, meta: dict) -> bytes:
+    # Tracing keeps the batch dynamic: x.shape[0] in the reshape is recorded as aten::size.
+    # Scripting cannot compile the reshape's star-unpacking. Not frozen: a plain traced
+    # module loads in any libtorch and keeps the eager numerics bit for bit.
+    with _quiet(), torch.no_grad():
+        traced = torch.jit.trace(mech, example, check_trace=False)
+    buf = io.BytesIO()
+    torch.jit.save(traced, buf, _extra_files={EXTRA_FILE: json.dumps(meta)})
+    return buf.getvalue()
+
+
+def export(model, out_dir, format: str = "onnx") -> Path:
+    """Write the shape, texture and background generators of ``model`` to ``out_dir``.
+
+    ``model``: an ``MnistCGN`` (any device) or a shipped model's name / checkpoint path.
+    ``format``: ``"onnx"`` (opset 20, checked with ``onnx.checker(full_check=True)``) or
+    ``"torchscript"``. Returns ``out_dir`` as a Path; its ``pycgn_export.json`` describes it.
+    """
+    fmt = _check_format(format)
+    model = _as_model(model)
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise TypeError(f"out_dir must be a path, got {type(out_dir).__name__}")
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"out_dir {out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+
+    # Export a CPU float32 copy: the files are device-neutral and the live model is untouched.
+    cpu = MnistCGN(n_classes=model.n_classes, latent_dim=model.latent_dim, image_size=model.image_size)
+    cpu.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    cpu.eval()
+    if hasattr(model, "info"):
+        cpu.info = model.info
+    side = sidecar_for(cpu, fmt)
+    example = _example(cpu)
+    stale = out / SIDECAR  # the folder is incomplete until the new sidecar lands
+    if stale.exists():
+        stale.unlink()
+    for name, mech in cpu.mechanisms().items():
+        mech.eval()
+        meta = {"weights_sha256": side["weights_sha256"], "mechanism": name, "format_version": FORMAT_VERSION}
+        if fmt == "onnx":
+            data = _onnx_bytes(mech, example, OUTPUT_NAMES[name], meta)
+        else:
+            data = _torchscript_bytes(mech, example, meta)
+        _write(out / side["files"][name], data)
+    _write(out / SIDECAR, (json.dumps(side, indent=2) + "\n").encode())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading an export back: every check names the offending file.
+
+def read_sidecar(export_dir, runtime: str | None = None, weights_sha256: str | None = None) -> dict:
+    """The validated sidecar of ``export_dir`` with ``paths`` (mechanism -> absolute Path) added.
+
+    ``runtime``: the format required (``"onnx"``/``"torchscript"``); ``weights_sha256``: the
+    weights the export must come from. Raises ``ExportError`` naming the file at fault.
+    """
+    d = Path(export_dir)
+    path = d / SIDECAR
+    if not path.is_file():
+        raise ExportError(f"{path}: missing; {d} is not a complete pycgn export "
+                          f"(write one with `pycgn export`)")
+    try:
+        side = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ExportError(f"{path}: not a readable pycgn export sidecar: {e}") from e
+    if not isinstance(side, dict) or side.get("format") != FORMAT:
+        raise ExportError(f"{path}: not a pycgn export sidecar (format {FORMAT!r} expected)")
+    if side.get("format_version") != FORMAT_VERSION:
+        raise ExportError(f"{path}: format_version {side.get('format_version')!r}, this pycgn reads "
+                          f"{FORMAT_VERSION}")
+    rt = side.get("runtime")
+    if rt not in FORMATS:
+        raise ExportError(f"{path}: runtime {rt!r}, expected one of {', '.join(FORMATS)}")
+    if runtime is not None and rt != runtime:
+        raise ExportError(f"{path}: holds a {rt} export, a {runtime} export was asked for")
+    if rt == "onnx" and side.get("opset") != OPSET:
+        raise ExportError(f"{path}: ONNX opset {side.get('opset')!r}, this pycgn reads opset {OPSET}")
+    if side.get("kind") != MnistCGN.kind:
+        raise ExportError(f"{path}: model kind {side.get('kind')!r}, expected {MnistCGN.kind!r}")
+    names = [i.get("name") for i in side.get("inputs", []) if isinstance(i, dict)]
+    if names != list(INPUT_NAMES):
+        raise ExportError(f"{path}: inputs {names}, expected {list(INPUT_NAMES)}")
+    outs = side.get("outputs", {})
+    for m in MECHANISMS:
+        got = outs.get(m, {}).get("name") if isinstance(outs.get(m), dict) else None
+        if got != OUTPUT_NAMES[m]:
+            raise ExportError(f"{path}: output of {m} named {got!r}, expected {OUTPUT_NAMES[m]!r}")
+    sha = side.get("weights_sha256")
+    if weights_sha256 is not None and sha != weights_sha256:
+        raise ExportError(f"{path}: exported from weights {str(sha)[:12]}..., not from the model's "
+                          f"weights {weights_sha256[:12]}...")
+    files = side.get("files", {})
+    paths = {}
+    for m in MECHANISMS:
+        f = files.get(m) if isinstance(files, dict) else None
+        if not isinstance(f, str) or Path(f).name != f:
+            raise ExportError(f"{path}: files.{m} must be a file name in the folder, got {f!r}")
+        p = d / f
+        if not p.is_file():
+            raise ExportError(f"{p}: missing ({m} generator of the export {path})")
+        paths[m] = p
+    side["paths"] = paths
+    return side
+
+
+def _check_meta(p: Path, meta: dict, mechanism: str, sha: str) -> None:
+    if meta.get("mechanism") != mechanism:
+        raise ExportError(f"{p}: holds the {meta.get('mechanism')!r} generator, expected {mechanism!r}")
+    if meta.get("weights_sha256") != sha:
+        raise ExportError(f"{p}: exported from weights {str(meta.get('weights_sha256'))[:12]}..., but "
+                          f"the sidecar says {sha[:12]}...")
+
+
+def check_onnx_file(p: Path, mechanism: str, side: dict):
+    """Load and check one ONNX file of an export; returns the ``onnx.ModelProto``."""
+    import onnx
+    from google.protobuf.message import DecodeError
+    try:
+        proto = onnx.load(str(p))
+    except (DecodeError, OSError, ValueError, RuntimeError) as e:
+        raise ExportError(f"{p}: not a readable ONNX model (truncated or corrupt): {e}") from e
+    opset = {o.domain: o.version for o in proto.opset_import}.get("", None)
+    if opset != side["opset"]:
+        raise ExportError(f"{p}: ONNX opset {opset}, the sidecar says {side['opset']}")
+    ins = [(i.name, i.type.tensor_type.elem_type) for i in proto.graph.input]
+    want = [("u", onnx.TensorProto.FLOAT), ("y", onnx.TensorProto.INT64)]
+    if ins != want:
+        raise ExportError(f"{p}: inputs {[(n, onnx.TensorProto.DataType.Name(t)) for n, t in ins]}, "
+                          f"expected u FLOAT and y INT64")
+    outs = [o.name for o in proto.graph.output]
+    if outs != [OUTPUT_NAMES[mechanism]]:
+        raise ExportError(f"{p}: outputs {outs}, expected [{OUTPUT_NAMES[mechanism]!r}]")
+    meta = {k.key[len("pycgn_"):]: k.value for k in proto.metadata_props if k.key.startswith("pycgn_")}
+    _check_meta(p, meta, mechanism, side["weights_sha256"])
+    return proto
+
+
+def load_torchscript_file(p: Path, mechanism: str, side: dict, device="cpu") -> torch.jit.ScriptModule:
+    """``torch.jit.load`` one TorchScript file of an export, checking its recorded metadata."""
+    extra = {EXTRA_FILE: ""}
+    try:
+        module = torch.jit.load(str(p), map_location=device, _extra_files=extra)
+    except (RuntimeError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(f"{p}: not a loadable TorchScript file (truncated or corrupt): {first}") from e
+    try:
+        meta = json.loads(extra[EXTRA_FILE] or "{}")
+    except json.JSONDecodeError as e:
+        raise ExportError(f"{p}: its {EXTRA_FILE} record is corrupt: {e}") from e
+    _check_meta(p, meta, mechanism, side["weights_sha256"])
+    args = [a.name for a in module.forward.schema.arguments][1:]
+    if args != list(INPUT_NAMES):
+        raise ExportError(f"{p}: forward takes {args}, expected {list(INPUT_NAMES)}")
+    return module.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+def _cli(args) -> int:
+    out = export(args.model, args.out, format=args.format)
+    side = json.loads((out / SIDECAR).read_text())
+    for m in MECHANISMS:
+        print(out / side["files"][m])
+    print(out / SIDECAR)
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export", help="write the shape, texture and background generators as ONNX or TorchScript",
+        description="Export the three mechanisms of a CGN, each (u float32 (N, 32), y int64 (N,)) -> "
+                    "image with a dynamic batch, plus the sidecar pycgn_export.json.")
+    p.add_argument("--model", default="colored_mnist", metavar="NAME_OR_PATH",
+                   help="a shipped model's name or a checkpoint path (default: colored_mnist)")
+    p.add_argument("--format", choices=FORMATS, default="onnx", help="file format (default: onnx)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write (created if needed)")
+    p.set_defaults(func=_cli)

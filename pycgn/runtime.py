@@ -1,0 +1,497 @@
+"""Fast runtimes for the three CGN mechanisms, and ``backend="auto"``, which picks the fastest.
+
+``make_runner(model, backend, device)`` returns a ``Runner``: ``runner(u_shape, y_shape,
+u_texture, y_texture, u_bg, y_bg) -> (mask, fg, bg)``, float32 tensors on the device, before the
+mask clamp and the texture crop, exactly like ``model(...)``. Backends:
+
+- ``torch``: eager PyTorch (inference mode).
+- ``torch.compile``: ``torch.compile`` with freezing; compiles on the first call of each shape
+  class (tens of seconds on a small CPU), so ``auto`` only uses it when asked (``compile=True``).
+- ``torchscript``: the exported TorchScript files.
+- ``onnxruntime``: the exported ONNX files; the CPU execution provider, or CUDA (and TensorRT
+  when present) with IOBinding so inputs and outputs stay on the GPU, on torch's current stream.
+- ``auto``: onnxruntime (its memory arena avoids the page faults below) or eager torch, chosen
+  per batch-size class by timing both on the first call of that class; choices are remembered
+  per machine in the cache folder.
+
+Exports are cached per weights sha256 in ``$PYCGN_CACHE_DIR`` (default ``~/.cache/pycgn``)
+under ``exports/<sha256>/<format>-v<version>``: the first use exports, later ones load. A cache
+entry is built in a temporary folder and renamed into place, so concurrent processes never see
+half an export; the loser of a race discards its copy.
+
+The allocator trap: with glibc's default ``malloc``, blocks above the (dynamic) mmap threshold
+are mapped fresh and unmapped on free, so eager PyTorch page-faults its large activations on
+every call (~200k-290k minor faults per batch of 256, 2-3x slower). When a torch-based runner
+is made on CPU, pycgn calls ``mallopt`` (``M_MMAP_MAX=0``, ``M_TRIM_THRESHOLD=1 GiB``) so such
+blocks come from the heap and stay mapped for the next call: the process keeps its peak heap
+(like tcmalloc or onnxruntime's arena). Set ``PYCGN_MALLOC=default`` to leave malloc alone.
+Large blocks allocated from threads other than the main one may still be mapped per call;
+onnxruntime is immune either way.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from . import _checks
+from . import export as _export
+from .checkpoint import weights_sha256
+from .export import ExportError
+from .models import MnistCGN
+
+BACKENDS = ("torch", "torch.compile", "torchscript", "onnxruntime")
+MECHANISMS = _export.MECHANISMS
+PARITY_ATOL = 1e-4
+
+
+# ---------------------------------------------------------------------------------------------
+# Process-level settings
+
+_malloc_tuned = None
+
+
+def tune_malloc() -> bool:
+    """Keep large glibc allocations on the heap between calls (see the module doc); idempotent.
+
+    Returns True if the settings are in effect. A no-op where malloc is not glibc's, or with
+    ``PYCGN_MALLOC=default``.
+    """
+    global _malloc_tuned
+    if _malloc_tuned is not None:
+        return _malloc_tuned
+    _malloc_tuned = False
+    if os.environ.get("PYCGN_MALLOC", "").lower() == "default" or platform.system() != "Linux":
+        return False
+    if platform.libc_ver()[0] != "glibc" or "tcmalloc" in os.environ.get("LD_PRELOAD", "") \
+            or "jemalloc" in os.environ.get("LD_PRELOAD", ""):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # <malloc.h>
+    _malloc_tuned = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
+    return _malloc_tuned
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PYCGN_CACHE_DIR") or Path.home() / ".cache" / "pycgn").expanduser()
+
+
+def _have_onnxruntime() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def _have_compile() -> bool:
+    # Inductor's CPU code needs a C++ compiler; Triton comes with CUDA builds.
+    return hasattr(torch, "compile") and (shutil.which(os.environ.get("CXX", "g++")) is not None
+                                          or torch.cuda.is_available())
+
+
+def available_backends() -> list[str]:
+    """Backends usable in this environment, ``auto`` last."""
+    out = ["torch"]
+    if _have_compile():
+        out.append("torch.compile")
+    out.append("torchscript")
+    if _have_onnxruntime():
+        out.append("onnxruntime")
+    return out + ["auto"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Export cache
+
+def cached_export(model: MnistCGN, fmt: str, sha: str | None = None) -> Path:
+    """The export folder of ``model`` in ``fmt`` from the cache, exporting it on first use."""
+    sha = sha or weights_sha256(model.state_dict())
+    root = cache_dir() / "exports" / sha
+    final = root / f"{fmt}-v{_export.FORMAT_VERSION}"
+    if (final / _export.SIDECAR).is_file():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    try:
+        _export.export(model, tmp, format=fmt)
+        try:
+            os.rename(tmp, final)  # atomic; fails if another process got there first
+        except OSError:
+            if not (final / _export.SIDECAR).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _parity(name: str, run, model: MnistCGN, device, where) -> None:
+    """A loaded export must reproduce the model: catches silently corrupted or foreign files."""
+    g = torch.Generator().manual_seed(99)
+    n = 3
+    u = torch.randn(n, model.latent_dim, generator=g).to(device)
+    y = torch.randint(0, model.n_classes, (n,), generator=g).to(device)
+    with torch.inference_mode():
+        want = (model.shape(u, y), model.texture(u, y), model.background(u, y))
+        got = run(u, y, u, y, u, y)
+    for m, a, b in zip(MECHANISMS, got, want):
+        err = (a.float() - b.float()).abs().max().item() if a.shape == b.shape else float("inf")
+        if not err <= 1e-3:
+            raise ExportError(f"{where[m]}: {name} output of the {m} generator differs from the model "
+                              f"by {err:.3g}: the file does not hold these weights (corrupt?)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Runners
+
+class Runner:
+    """Runs the three mechanisms: ``runner(u_shape, y_shape, u_texture, y_texture, u_bg, y_bg)``."""
+
+    name = "?"
+
+    def __init__(self, model: MnistCGN, device):
+        self.model = model
+        self.device = torch.device(device)
+        self.providers: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"<pycgn runner {self.name} on {self.device}, providers {self.providers}>"
+
+    def _inputs(self, u_shape, y_shape, u_texture, y_texture, u_bg, y_bg):
+        m = self.model
+        n = u_shape.shape[0] if isinstance(u_shape, torch.Tensor) and u_shape.dim() == 2 else None
+        out = []
+        for which, u, y in (("shape", u_shape, y_shape), ("texture", u_texture, y_texture),
+                            ("bg", u_bg, y_bg)):
+            _checks.latent(f"u_{which}", u, m.latent_dim, n)
+            _checks.class_ids(f"y_{which}", y, m.n_classes, u.shape[0])
+            out += [u.to(self.device, torch.float32).contiguous(),
+                    y.to(self.device, torch.int64).contiguous()]
+        return out
+
+    def __call__(self, u_shape, y_shape, u_texture, y_texture, u_bg, y_bg):
+        args = self._inputs(u_shape, y_shape, u_texture, y_texture, u_bg, y_bg)
+        if args[0].shape[0] == 0:
+            s = self.model.image_size
+            return (torch.empty(0, 1, s, s, device=self.device), torch.empty(0, 3, s, s, device=self.device),
+                    torch.empty(0, 3, s, s, device=self.device))
+        with torch.inference_mode():
+            return self._run(*args)
+
+    def _run(self, u_shape, y_shape, u_texture, y_texture, u_bg, y_bg):
+        raise NotImplementedError
+
+
+class TorchRunner(Runner):
+    name = "torch"
+
+    def __init__(self, model, device):
+        super().__init__(model, device)
+        self.model = model.to(self.device).eval()
+        self.providers = [f"torch-{self.device.type}"]
+        self.nets = list(self.model.mechanisms().values())  # inputs are checked once, in __call__
+        if self.device.type == "cpu":
+            tune_malloc()
+
+    def _run(self, u_shape, y_shape, u_texture, y_texture, u_bg, y_bg):
+        s, t, b = self.nets
+        return s(u_shape, y_shape), t(u_texture, y_texture), b(u_bg, y_bg)
+
+
+class CompileRunner(Runner):
+    name = "torch.compile"
+
+    def __init__(self, model, device):
+        super().__init__(model, device)
+        self.model = model.to(self.device).eval()
+        self.providers = [f"inductor-{self.device.type}"]
+        # dynamic=True: one graph for every batch size (and one for batch 1), not one per size.
+        self.nets = [torch.compile(mech.eval(), dynamic=True, options={"freezing": True})
+                     for mech in model.mechanisms().values()]
+        if self.device.type == "cpu":
+            tune_malloc()
+
+    def _run(self, u_shape, y_shape, u_texture, y_texture, u_bg, y_bg):
+        s, t, b = self.nets
+        return s(u_shape, y_shape), t(u_texture, y_texture), b(u_bg, y_bg)
+
+
+class TorchScriptRunner(Runner):
+    name = "torchscript"
+
+    def __init__(self, model, device, export_dir=None, sha=None):
+        super().__init__(model, device)
+        sha = sha or weights_sha256(model.state_dict())
+        d = Path(export_dir) if export_dir is not None else cached_export(model, "torchscript", sha)
+        side = _export.read_sidecar(d, "torchscript", sha)
+        self.paths = side["paths"]
+        self.nets = [_export.load_torchscript_file(side["paths"][m], m, side, self.device) for m in MECHANISMS]
+        self.providers = [f"torchscript-{self.device.type}"]
+        if self.device.type == "cpu":
+            tune_malloc()
+        _parity(self.name, self._run, model.to(self.device), self.device, self.paths)
+
+    def _run(self, u_shape, y_shape, u_texture, y_texture, u_bg, y_bg):
+        s, t, b = self.nets
+        return s(u_shape, y_shape), t(u_texture, y_texture), b(u_bg, y_bg)
+
+
+def _ort_providers(device: torch.device, cache: Path) -> list:
+    import onnxruntime as ort
+    have = ort.get_available_providers()
+    if device.type != "cuda":
+        return ["CPUExecutionProvider"]
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    stream = torch.cuda.current_stream(device).cuda_stream
+    cuda_opts = {"device_id": index, "arena_extend_strategy": "kSameAsRequested"}
+    if stream:  # ORT's kernels run on torch's stream: outputs are ordered before the composite
+        cuda_opts.update(has_user_compute_stream="1", user_compute_stream=str(stream))
+    out = []
+    if "TensorrtExecutionProvider" in have and os.environ.get("PYCGN_TENSORRT", "1") != "0":
+        trt_cache = cache / "tensorrt"
+        trt_cache.mkdir(parents=True, exist_ok=True)
+        trt = {"device_id": index, "trt_engine_cache_enable": "True", "trt_engine_cache_path": str(trt_cache),
+               "trt_profile_min_shapes": "u:1x32,y:1", "trt_profile_opt_shapes": "u:256x32,y:256",
+               "trt_profile_max_shapes": f"u:{OrtRunner.MAX_TRT_BATCH}x32,y:{OrtRunner.MAX_TRT_BATCH}"}
+        if stream:
+            trt.update(has_user_compute_stream="1", user_compute_stream=str(stream))
+        out.append(("TensorrtExecutionProvider", trt))
+    if "CUDAExecutionProvider" in have:
+        out.append(("CUDAExecutionProvider", cuda_opts))
+    return out + ["CPUExecutionProvider"]
+
+
+class OrtRunner(Runner):
+    name = "onnxruntime"
+    MAX_TRT_BATCH = 4096  # TensorRT's optimisation profile; larger batches are run in chunks
+
+    def __init__(self, model, device, export_dir=None, sha=None):
+        import onnxruntime as ort
+        super().__init__(model, device)
+        sha = sha or weights_sha256(model.state_dict())
+        d = Path(export_dir) if export_dir is not None else cached_export(model, "onnx", sha)
+        side = _export.read_sidecar(d, "onnx", sha)
+        self.paths = side["paths"]
+        wanted = _ort_providers(self.device, cache_dir())
+        so = ort.SessionOptions()
+        # ORT_ENABLE_ALL includes the layout transformer to the blocked (NCHWc) AVX-512 kernels.
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = max(1, torch.get_num_threads())
+        so.log_severity_level = 3  # the CUDA-EP fallback is detected and reported below
+        # Do not spin between calls: torch's composite runs right after on the same cores.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.sessions = []
+        for m in MECHANISMS:
+            p = side["paths"][m]
+            proto = _export.check_onnx_file(p, m, side)
+            try:
+                self.sessions.append(ort.InferenceSession(proto.SerializeToString(), so, providers=wanted))
+            except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph...)
+                raise ExportError(f"{p}: onnxruntime cannot load it: {' '.join(str(e).split())}") from e
+        self.providers = list(self.sessions[0].get_providers())
+        asked = [w if isinstance(w, str) else w[0] for w in wanted]
+        self.on_gpu = self.device.type == "cuda" and "CUDAExecutionProvider" in self.providers
+        if self.device.type == "cuda" and not self.on_gpu:
+            warnings.warn(f"pycgn: onnxruntime runs on {self.providers} although {asked} were asked for "
+                          f"(onnxruntime-gpu missing, or its CUDA libraries do not load); outputs are copied "
+                          f"to {self.device}", RuntimeWarning, stacklevel=3)
+        self._out_names = [s.get_outputs()[0].name for s in self.sessions]
+        _parity(self.name, self._run, model.to(self.device), self.device, self.paths)
+
+    def _one(self, i: int, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        sess = self.sessions[i]
+        if not self.on_gpu:
+            feed = {"u": u.detach().cpu().numpy(), "y": y.detach().cpu().numpy()}
+            out = torch.from_numpy(sess.run(self._out_names[i : i + 1], feed)[0])
+            return out.to(self.device) if self.device.type != "cpu" else out
+        if "TensorrtExecutionProvider" in self.providers and u.shape[0] > self.MAX_TRT_BATCH:
+            k = self.MAX_TRT_BATCH
+            return torch.cat([self._one(i, u[j : j + k], y[j : j + k]) for j in range(0, u.shape[0], k)])
+        n, s = u.shape[0], self.model.image_size
+        c = 1 if i == 0 else 3
+        out = torch.empty(n, c, s, s, device=self.device)  # torch's caching allocator: no cudaMalloc
+        io = sess.io_binding()
+        idx = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        io.bind_input("u", "cuda", idx, _np_float32(), tuple(u.shape), u.data_ptr())
+        io.bind_input("y", "cuda", idx, _np_int64(), tuple(y.shape), y.data_ptr())
+        io.bind_output(self._out_names[i], "cuda", idx, _np_float32(), tuple(out.shape), out.data_ptr())
+        sess.run_with_iobinding(io)
+        return out
+
+    def _run(self, u_shape, y_shape, u_texture, y_texture, u_bg, y_bg):
+        return self._one(0, u_shape, y_shape), self._one(1, u_texture, y_texture), self._one(2, u_bg, y_bg)
+
+
+def _np_float32():
+    import numpy as np
+    return np.float32
+
+
+def _np_int64():
+    import numpy as np
+    return np.int64
+
+
+# ---------------------------------------------------------------------------------------------
+# auto
+
+def _bucket(n: int) -> int:
+    """Batch-size class: the next power of two."""
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _machine_key() -> str:
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    import onnxruntime as ort
+    parts = [cpu or platform.processor(), str(os.cpu_count()), str(torch.get_num_threads()), torch.__version__,
+             ort.__version__, str(tune_malloc())]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+class AutoRunner(Runner):
+    """Per batch-size class, the faster of onnxruntime and eager torch, timed on first use.
+
+    The first call of each class runs both candidates (best of two timed runs each, after a
+    warm-up) and returns the winner's outputs; the choice is stored in
+    ``<cache>/auto-<machine>.json`` and reused by later processes on the same machine.
+    """
+
+    def __init__(self, model, device, candidates: dict[str, Runner]):
+        super().__init__(model, device)
+        self.candidates = candidates
+        self.last = None  # the backend that ran the latest call
+        self.choice: dict[int, str] = {}
+        self._lock = threading.Lock()
+        self._file = cache_dir() / f"auto-{self.device.type}-{_machine_key()}.json" \
+            if "onnxruntime" in candidates else None
+        if self._file is not None and self._file.is_file():
+            try:
+                saved = json.loads(self._file.read_text())
+                self.choice = {int(k): v for k, v in saved.items() if v in candidates}
+            except (OSError, ValueError, AttributeError):
+                self.choice = {}  # a bad choices file only costs a re-measurement
+
+    @property
+    def name(self) -> str:
+        """The backend that ran the latest call (``auto`` before the first call)."""
+        return self.last or "auto"
+
+    @property
+    def providers(self) -> list[str]:
+        if self.last:
+            return list(self.candidates[self.last].providers)
+        return sorted({p for r in self.candidates.values() for p in r.providers})
+
+    @providers.setter
+    def providers(self, value) -> None:  # Runner.__init__ assigns it; derived here
+        pass
+
+    def backend_for(self, n: int) -> str:
+        """The backend that runs a batch of ``n`` (measured on first use of its class)."""
+        return self.choice.get(_bucket(n), "")
+
+    def _measure(self, args) -> tuple[str, tuple]:
+        times, outs = {}, {}
+        for name, r in self.candidates.items():
+            outs[name] = r._run(*args)  # warm-up (and the result returned if this one wins)
+        for _ in range(2):
+            for name, r in self.candidates.items():
+                t0 = time.perf_counter()
+                r._run(*args)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                dt = time.perf_counter() - t0
+                times[name] = min(times.get(name, dt), dt)
+        best = min(times, key=times.get)
+        return best, outs[best]
+
+    def _run(self, *args):
+        b = _bucket(args[0].shape[0])
+        name = self.choice.get(b)
+        if name is None:
+            with self._lock:
+                best, out = self._measure(args)
+                self.choice[b] = best
+                self._save()
+            self.last = best
+            return out
+        self.last = name
+        return self.candidates[name]._run(*args)
+
+    def _save(self) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.parent.mkdir(parents=True, exist_ok=True)
+            from ._io import atomic_write_bytes
+            atomic_write_bytes(self._file, json.dumps({str(k): v for k, v in sorted(self.choice.items())}).encode())
+        except OSError:
+            pass  # a read-only cache only costs re-measuring next time
+
+
+# ---------------------------------------------------------------------------------------------
+
+def make_runner(model, backend: str = "auto", device="cpu", export_dir=None) -> Runner:
+    """A runner for the three mechanisms of ``model`` on ``device``.
+
+    ``backend``: one of ``available_backends()``. ``export_dir``: for ``torchscript`` and
+    ``onnxruntime``, an existing export (from ``pycgn.export.export``) to load instead of the
+    cache. Raises ``ExportError`` naming the file when an export is missing, corrupt or
+    incompatible (format, opset, input names, weights).
+    """
+    if not isinstance(model, MnistCGN):
+        raise TypeError(f"model must be an MnistCGN, got {type(model).__name__}")
+    if not isinstance(backend, str) or backend not in BACKENDS + ("auto",):
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS + ('auto',))}, got {backend!r}")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} asked for, but torch sees no CUDA device")
+    if export_dir is not None and backend not in ("torchscript", "onnxruntime"):
+        raise ValueError(f"export_dir only applies to the torchscript and onnxruntime backends, not {backend!r}")
+    model.eval()
+    if backend not in available_backends():
+        raise ValueError(f"backend {backend!r} is not available here (available: "
+                         f"{', '.join(available_backends())})")
+    sha = weights_sha256(model.state_dict())
+    if backend == "torch":
+        return TorchRunner(model, device)
+    if backend == "torch.compile":
+        return CompileRunner(model, device)
+    if backend == "torchscript":
+        return TorchScriptRunner(model, device, export_dir, sha)
+    if backend == "onnxruntime":
+        return OrtRunner(model, device, export_dir, sha)
+    # auto
+    candidates: dict[str, Runner] = {}
+    if _have_onnxruntime():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ort_runner = OrtRunner(model, device, None, sha)
+        if device.type == "cpu" or ort_runner.on_gpu:
+            candidates["onnxruntime"] = ort_runner
+        # on a GPU whose CUDA EP does not run, onnxruntime would copy through the host: skip it
+        del caught
+    candidates["torch"] = TorchRunner(model, device)
+    if len(candidates) == 1:
+        return candidates["torch"]
+    return AutoRunner(model, device, candidates)
