@@ -1,0 +1,187 @@
+"""``SynthDataset``: a torch Dataset over a folder written by ``pycgn synth`` (any format).
+
+The manifest is checked when the dataset is opened: the run must be complete, its shards must
+cover samples 0..n-1 exactly, and (``verify=True``) each shard's sha256 must match. Samples are
+read lazily: npz images through a memory map of the (uncompressed) member, tar members by their
+offsets, PNG files by name, so opening a dataset of millions of images costs little memory.
+"""
+from __future__ import annotations
+
+import bisect
+import csv
+import io
+import json
+import os
+import struct
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..synth import KIND, LABELS, MANIFEST, shard_sha256
+
+
+class SynthDataset(Dataset):
+    """Samples of a ``pycgn synth`` folder: ``(image, labels)``.
+
+    ``image``: uint8 tensor (3, H, W) (or ``transform(image)``); ``labels``: a dict of ints
+    ``shape``, ``texture``, ``bg`` and ``index`` (the sample number, which with the manifest's
+    seed regenerates the sample). ``verify``: check every shard's sha256 against the manifest
+    (reads the whole dataset once).
+    """
+
+    def __init__(self, root, verify: bool = True, transform=None):
+        self.root = Path(root)
+        path = self.root / MANIFEST
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.root}: no {MANIFEST}; not a pycgn synth folder")
+        try:
+            m = json.loads(path.read_text())
+        except ValueError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from e
+        if not isinstance(m, dict) or m.get("kind") != KIND:
+            raise ValueError(f"{path}: not a pycgn synth manifest")
+        if not m.get("complete"):
+            raise ValueError(f"{self.root}: the synth run is not complete; rerun its command to finish it "
+                             f"({m.get('command', '?')})")
+        self.manifest = m
+        self.format = m["format"]
+        self.transform = transform
+        shards = sorted(m["shards"], key=lambda s: s["start"])
+        at = 0
+        for s in shards:
+            if s["start"] != at or s["count"] < 1:
+                raise ValueError(f"{path}: shards do not cover samples 0..{m['n'] - 1} (gap or overlap at {at})")
+            at += s["count"]
+        if at != m["n"]:
+            raise ValueError(f"{path}: shards hold {at} samples, the manifest says n={m['n']}")
+        for s in shards:
+            p = self.root / s["name"]
+            if not p.exists():
+                raise FileNotFoundError(f"{self.root}: shard {s['name']} is missing")
+            if verify and shard_sha256(p) != s["sha256"]:
+                raise ValueError(f"{self.root}: shard {s['name']} does not match its sha256 in the manifest "
+                                 f"(corrupt or changed); rerun the synth command to remake it")
+        self.shards = shards
+        self._starts = [s["start"] for s in shards]
+        self._key_width = max(9, len(str(max(m["n"] - 1, 0))))
+        self._cache: dict[int, object] = {}  # per-shard readers, made on first use (per process)
+        self._labels = None
+        if self.format in ("npz", "png"):
+            self._labels = self._read_labels()
+
+    def __len__(self) -> int:
+        return int(self.manifest["n"])
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        n = len(self)
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"index must be an int, got {type(i).__name__}")
+        i = int(i)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"index {i} out of range for a dataset of {n}")
+        s = bisect.bisect_right(self._starts, i) - 1
+        return s, i - self._starts[s]
+
+    def _read_labels(self) -> np.ndarray:
+        """(n, 4) int64 columns ``LABELS``, read once (small next to the images)."""
+        out = np.empty((len(self), len(LABELS)), dtype=np.int64)
+        for s in self.shards:
+            rows = slice(s["start"], s["start"] + s["count"])
+            p = self.root / s["name"]
+            if self.format == "npz":
+                with np.load(p, allow_pickle=False) as z:
+                    for c, name in enumerate(LABELS):
+                        out[rows, c] = z[name]
+            else:
+                with open(p / "labels.csv", newline="") as f:
+                    table = list(csv.DictReader(f))
+                if len(table) != s["count"]:
+                    raise ValueError(f"{p / 'labels.csv'}: {len(table)} rows, expected {s['count']}")
+                for c, name in enumerate(LABELS):
+                    out[rows, c] = [int(r[name]) for r in table]
+        return out
+
+    def _npz_images(self, s: int) -> np.ndarray:
+        images = self._cache.get(s)
+        if images is None:
+            images = _npz_member_memmap(self.root / self.shards[s]["name"], "images.npy")
+            self._cache[s] = images
+        return images
+
+    def _tar_index(self, s: int) -> dict:
+        index = self._cache.get(s)
+        if index is None:
+            with tarfile.open(self.root / self.shards[s]["name"]) as tf:
+                index = {m.name: (m.offset_data, m.size) for m in tf.getmembers()}
+            self._cache[s] = index
+        return index
+
+    def _tar_read(self, s: int, name: str) -> bytes:
+        offset, size = self._tar_index(s)[name]
+        with open(self.root / self.shards[s]["name"], "rb") as f:
+            f.seek(offset)
+            return f.read(size)
+
+    def __getitem__(self, i):
+        s, j = self._locate(i)
+        index = self._starts[s] + j
+        if self.format == "npz":
+            image = np.array(self._npz_images(s)[j])
+            labels = {name: int(v) for name, v in zip(LABELS, self._labels[index])}
+        elif self.format == "webdataset":
+            key = f"{index:0{self._key_width}d}"
+            image = _decode_png(self._tar_read(s, f"{key}.png"))
+            rec = json.loads(self._tar_read(s, f"{key}.json"))
+            labels = {name: int(rec[name]) for name in LABELS}
+        else:
+            key = f"{index:0{self._key_width}d}"
+            image = _decode_png((self.root / self.shards[s]["name"] / f"{key}.png").read_bytes())
+            labels = {name: int(v) for name, v in zip(LABELS, self._labels[index])}
+        image = torch.from_numpy(image).permute(2, 0, 1)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, labels
+
+    def __getstate__(self):
+        # memory maps and indexes are rebuilt in each DataLoader worker
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        return state
+
+
+def _decode_png(data: bytes) -> np.ndarray:
+    from PIL import Image
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _npz_member_memmap(path: Path, member: str) -> np.ndarray:
+    """A read-only memory map of an uncompressed npz member; a plain load if it is compressed."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(member)
+    if info.compress_type != zipfile.ZIP_STORED:
+        with np.load(path, allow_pickle=False) as z:
+            return z[member[:-4]]
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        header = f.read(30)
+        if header[:4] != b"PK\x03\x04":
+            raise ValueError(f"{path}: bad zip entry {member}")
+        name_len, extra_len = struct.unpack("<HH", header[26:30])
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        offset = f.tell()
+    if fortran or dtype.hasobject:
+        with np.load(path, allow_pickle=False) as z:
+            return z[member[:-4]]
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
