@@ -152,7 +152,8 @@ def _torchscript_bytes(mech: torch.nn.Module, example, meta: dict) -> bytes:
     with _quiet(), torch.no_grad():
         traced = torch.jit.trace(mech, example, check_trace=False)
     buf = io.BytesIO()
-    torch.jit.save(traced, buf, _extra_files={EXTRA_FILE: json.dumps(meta)})
+    with _quiet():
+        torch.jit.save(traced, buf, _extra_files={EXTRA_FILE: json.dumps(meta)})
     return buf.getvalue()
 
 
@@ -269,6 +270,8 @@ def check_onnx_file(p: Path, mechanism: str, side: dict):
         proto = onnx.load(str(p))
     except (DecodeError, OSError, ValueError, RuntimeError) as e:
         raise ExportError(f"{p}: not a readable ONNX model (truncated or corrupt): {e}") from e
+    meta = {k.key[len("pycgn_"):]: k.value for k in proto.metadata_props if k.key.startswith("pycgn_")}
+    _check_meta(p, meta, mechanism, side["weights_sha256"])
     opset = {o.domain: o.version for o in proto.opset_import}.get("", None)
     if opset != side["opset"]:
         raise ExportError(f"{p}: ONNX opset {opset}, the sidecar says {side['opset']}")
@@ -280,8 +283,6 @@ def check_onnx_file(p: Path, mechanism: str, side: dict):
     outs = [o.name for o in proto.graph.output]
     if outs != [OUTPUT_NAMES[mechanism]]:
         raise ExportError(f"{p}: outputs {outs}, expected [{OUTPUT_NAMES[mechanism]!r}]")
-    meta = {k.key[len("pycgn_"):]: k.value for k in proto.metadata_props if k.key.startswith("pycgn_")}
-    _check_meta(p, meta, mechanism, side["weights_sha256"])
     return proto
 
 
@@ -289,7 +290,9 @@ def load_torchscript_file(p: Path, mechanism: str, side: dict, device="cpu") -> 
     """``torch.jit.load`` one TorchScript file of an export, checking its recorded metadata."""
     extra = {EXTRA_FILE: ""}
     try:
-        module = torch.jit.load(str(p), map_location=device, _extra_files=extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still loads
+            module = torch.jit.load(str(p), map_location=device, _extra_files=extra)
     except (RuntimeError, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ExportError(f"{p}: not a loadable TorchScript file (truncated or corrupt): {first}") from e
