@@ -7,6 +7,10 @@ from importlib import import_module
 _LAZY = {
     # name -> submodule that defines it
     "SynthDataset": "pycgn.data.synth",
+    "MnistSplit": "pycgn.data.mnist",
+    "build_mnist": "pycgn.data.mnist",
+    "load_digits": "pycgn.data.mnist",
+    "texture": "pycgn.data.textures",
 }
 
 

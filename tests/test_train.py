@@ -1,0 +1,123 @@
+"""pycgn.train: a few steps of the CPU trainer, exact resume, the pieces of the loss."""
+import math
+
+import pytest
+import torch
+
+import pycgn
+from pycgn import train
+from pycgn.cli import main as cli
+
+
+def _data(n=48, seed=0):
+    """Random stand-in training data: digit-like blobs with class colours, in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 10
+    m = (torch.rand(n, 1, 32, 32, generator=g) > 0.7).float()
+    colour = torch.rand(10, 3, 1, 1, generator=g)[y]
+    return (m * colour * 2 - 1).contiguous(), y
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("variant", train.VARIANTS)
+def test_steps_give_finite_losses_and_change_weights(variant):
+    t = train.Trainer(train.config(variant, batch_size=8), data=_data())
+    before = {k: v.clone() for k, v in t.cgn.state_dict().items()}
+    for _ in range(2):
+        losses = t.step()
+        assert set(losses) == {"adv", "mask", "style", "d_real", "d_fake"}
+        assert all(math.isfinite(v) for v in losses.values()), losses
+        assert losses["style"] > 0 and losses["mask"] > 0
+    after = t.cgn.state_dict()
+    assert not torch.equal(before["f_shape.0.weight"], after["f_shape.0.weight"])
+    assert not torch.equal(before["f_text2.3.weight"], after["f_text2.3.weight"])
+    assert t.step_count == 2
+
+
+def test_resume_continues_exactly(tmp_path):
+    cfg = train.config("colored_mnist", batch_size=8, seed=5)
+    a = train.Trainer(cfg, data=_data())
+    for _ in range(4):
+        a.step()
+    b = train.Trainer(cfg, data=_data())
+    for _ in range(2):
+        b.step()
+    b.save_state(tmp_path / "state.pt")
+    c = train.Trainer.resume(tmp_path / "state.pt", data=_data())
+    assert c.step_count == 2
+    for _ in range(2):
+        c.step()
+    for k, v in a.cgn.state_dict().items():
+        assert torch.equal(v, c.cgn.state_dict()[k]), k
+    for k, v in a.disc.state_dict().items():
+        assert torch.equal(v, c.disc.state_dict()[k]), k
+
+
+def test_train_writes_loadable_checkpoint_and_resumes(tmp_path):
+    cfg = train.config("double_colored_mnist", batch_size=8, epochs=1)
+    path = train.train(cfg, tmp_path, progress=False, save_every=3, data=_data(24))
+    assert path == tmp_path / "double_colored_mnist.pt"
+    model = pycgn.load(path)
+    assert model.info.variant == "double_colored_mnist"
+    assert model.info.extra["steps"] == 3
+    assert (tmp_path / "samples.png").stat().st_size > 1000
+    assert (tmp_path / "samples" / "step_000003.png").is_file()
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes left no temporaries
+    # a second run with more epochs picks up at step 3
+    cfg2 = train.config("double_colored_mnist", batch_size=8, epochs=2)
+    train.train(cfg2, tmp_path, progress=False, resume=True, data=_data(24))
+    assert pycgn.load(path).info.extra["steps"] == 6
+
+
+def test_mask_entropy_is_largest_at_one_half():
+    t = train.Trainer(train.config("colored_mnist", batch_size=4), data=_data(8))
+    m = torch.tensor([1e-4, 0.1, 0.5, 0.9])
+    h = -(m * m.log() + (1 - m) * (1 - m).log())
+    assert h.argmax() == 2 and h[0] < 0.01
+    assert t.cfg.mask_weight == 0.1
+
+
+def test_random_features_fixed_and_gram_symmetric():
+    f1, f2 = train.RandomFeatures(), train.RandomFeatures()
+    x = torch.randn(3, 3, 32, 32)
+    for a, b in zip(f1(x), f2(x)):
+        assert torch.equal(a, b)
+    feats = f1(x)
+    assert [f.shape[1] for f in feats] == list(train.RandomFeatures.widths)
+    g = train.gram(feats[1])
+    assert g.shape == (3, 64, 64) and torch.allclose(g, g.transpose(1, 2))
+    assert not any(p.requires_grad for p in f1.parameters())
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (16, 9), (3, 3, 3, 3)])
+def test_orthogonal_init(shape):
+    lin = torch.nn.Linear(shape[1], shape[0]) if len(shape) == 2 else torch.nn.Conv2d(3, 3, 3)
+    train.init_weights(lin, "orthogonal", 0.1, seed=3)
+    w = lin.weight.reshape(lin.weight.shape[0], -1)
+    small = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+    assert torch.allclose(small, 0.01 * torch.eye(small.shape[0]), atol=1e-6)
+    with pytest.raises(ValueError, match="init"):
+        train.init_weights(lin, "xavier", 0.1, seed=3)
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="variant"):
+        train.config("mnist")
+    assert train.config("wildlife_mnist").disc == "conv"
+    assert train.config("colored_mnist", lr=1e-3).lr == 1e-3
+
+
+def test_cli_bad_arguments(tmp_path, capsys):
+    assert cli(["train", "--variant", "colored_mnist", "--out", str(tmp_path), "--epochs", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--epochs" in err and len(err.strip().splitlines()) == 1
+    assert cli(["train", "--variant", "colored_mnist", "--out", str(tmp_path), "--minutes", "-1"]) == 2
+    with pytest.raises(SystemExit):
+        cli(["train", "--variant", "svhn", "--out", str(tmp_path)])
