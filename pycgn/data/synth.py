@@ -158,7 +158,7 @@ class SynthDataset(Dataset):
 def _decode_png(data: bytes) -> np.ndarray:
     from PIL import Image
     with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"))
+        return np.array(im.convert("RGB"))
 
 
 def _npz_member_memmap(path: Path, member: str) -> np.ndarray:
