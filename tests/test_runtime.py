@@ -1,0 +1,274 @@
+"""pycgn.runtime: every backend against eager PyTorch, the export cache, auto, errors, page faults."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import pycgn
+from pycgn import export as ex
+from pycgn import runtime as rt
+from pycgn.checkpoint import weights_sha256
+from conftest import published
+
+
+def _random_model(seed):
+    g = torch.Generator().manual_seed(seed)
+    m = pycgn.MnistCGN()
+    with torch.no_grad():
+        for name, t in m.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5 if name.endswith("running_var")
+                        else torch.randn(t.shape, generator=g) * 0.2)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One cache folder for the module, so each format is exported once (seconds per net)."""
+    return tmp_path_factory.mktemp("runtime-cache")
+
+
+@pytest.fixture
+def use_cache(cache, monkeypatch):
+    monkeypatch.setenv("PYCGN_CACHE_DIR", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _random_model(777)
+
+
+def _inputs(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    u = [torch.randn(n, 32, generator=g) * 1.3 for _ in range(3)]
+    y = [torch.randint(0, 10, (n,), generator=g) for _ in range(3)]
+    return u[0], y[0], u[1], y[1], u[2], y[2]
+
+
+def _assert_matches_eager(runner, model, sizes=(1, 7, 64)):
+    for n in sizes:
+        args = _inputs(n, n + 11)
+        got = runner(*args)
+        with torch.no_grad():
+            want = model(*args)
+        assert len(got) == 3
+        for g, w in zip(got, want):
+            assert g.dtype == torch.float32 and g.device.type == "cpu" and g.shape == w.shape
+            assert w.std() > 0.01
+            torch.testing.assert_close(g, w, atol=1e-4, rtol=0)
+
+
+def test_available_backends():
+    got = rt.available_backends()
+    assert got[0] == "torch" and got[-1] == "auto"
+    assert "torchscript" in got and set(got) <= set(rt.BACKENDS) | {"auto"}
+
+
+@pytest.mark.parametrize("backend", ["torch", "torchscript", "onnxruntime", "auto"])
+def test_backend_matches_eager(use_cache, model, backend):
+    if backend not in rt.available_backends():
+        pytest.skip(f"backend {backend} is not available in this environment")
+    runner = rt.make_runner(model, backend=backend, device="cpu")
+    _assert_matches_eager(runner, model)
+    assert runner.name in ("torch", "torchscript", "onnxruntime")
+    if backend != "auto":
+        assert runner.name == backend
+    if runner.name == "onnxruntime":
+        assert runner.providers == ["CPUExecutionProvider"]
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager(model):
+    if "torch.compile" not in rt.available_backends():
+        pytest.skip("torch.compile needs a C++ compiler here")
+    runner = rt.make_runner(model, backend="torch.compile")
+    _assert_matches_eager(runner, model, sizes=(7, 64))
+
+
+def test_published_model_on_torchscript(use_cache):
+    m = pycgn.load(published("double_colored_mnist"))
+    _assert_matches_eager(rt.make_runner(m, backend="torchscript"), m, sizes=(5,))
+
+
+def test_empty_batch_and_input_checks(use_cache, model):
+    runner = rt.make_runner(model, backend="torch")
+    mask, fg, bg = runner(*_inputs(0, 1))
+    assert mask.shape == (0, 1, 32, 32) and fg.shape == bg.shape == (0, 3, 32, 32)
+    u, y = torch.randn(2, 32), torch.tensor([1, 2])
+    with pytest.raises(ValueError, match="y_texture has class id 10"):
+        runner(u, y, u, torch.tensor([1, 10]), u, y)
+    with pytest.raises(ValueError, match=r"u_bg must have shape \(N, 32\)"):
+        runner(u, y, u, y, torch.randn(2, 31), y)
+    with pytest.raises(ValueError, match="u_texture has batch 3, expected 2"):
+        runner(u, y, torch.randn(3, 32), torch.tensor([1, 2, 3]), u, y)
+    with pytest.raises(TypeError, match="y_shape must be an integer tensor"):
+        runner(u, y.float(), u, y, u, y)
+    # int32 classes and float64 latents are converted, not rejected
+    got = runner(u.double(), y.int(), u, y, u, y)
+    with torch.no_grad():
+        torch.testing.assert_close(got[0], model.shape(u, y), atol=1e-5, rtol=0)
+
+
+def test_make_runner_argument_errors(model, tmp_path):
+    with pytest.raises(ValueError, match="backend must be one of"):
+        rt.make_runner(model, backend="tensorflow")
+    with pytest.raises(TypeError, match="model must be an MnistCGN"):
+        rt.make_runner("colored_mnist")
+    with pytest.raises(ValueError, match="export_dir only applies"):
+        rt.make_runner(model, backend="torch", export_dir=tmp_path)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            rt.make_runner(model, backend="torch", device="cuda")
+
+
+# --- the cache ----------------------------------------------------------------------------------
+
+def test_cache_exports_once_then_loads(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYCGN_CACHE_DIR", str(tmp_path / "c"))
+    m = _random_model(31)
+    calls = []
+    real = ex.export
+
+    def counting(*a, **k):
+        calls.append(k.get("format"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(ex, "export", counting)
+    rt.make_runner(m, backend="torchscript")
+    assert calls == ["torchscript"]
+    entry = tmp_path / "c" / "exports" / weights_sha256(m.state_dict()) / "torchscript-v1"
+    assert (entry / ex.SIDECAR).is_file()
+    again = rt.make_runner(m, backend="torchscript")
+    assert calls == ["torchscript"], "the second runner exported again instead of loading the cache"
+    _assert_matches_eager(again, m, sizes=(3,))
+    assert sorted(p.name for p in entry.parent.iterdir()) == ["torchscript-v1"], "temporary folders left"
+
+
+def test_concurrent_processes_share_one_cache_entry(tmp_path):
+    path = pycgn.save(_random_model(41), tmp_path / "m.pt")
+    code = textwrap.dedent(f"""
+        import pycgn, torch
+        from pycgn import runtime
+        m = pycgn.load(r"{path}")
+        r = runtime.make_runner(m, backend="torchscript")
+        u, y = torch.randn(4, 32), torch.randint(0, 10, (4,))
+        with torch.no_grad():
+            assert (r(u, y, u, y, u, y)[1] - m.texture(u, y)).abs().max() < 1e-4
+        print("ok")
+    """)
+    env = dict(os.environ, PYCGN_CACHE_DIR=str(tmp_path / "c"))
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0 and out.strip() == "ok", err
+    roots = list((tmp_path / "c" / "exports").iterdir())
+    assert len(roots) == 1 and [p.name for p in roots[0].iterdir()] == ["torchscript-v1"]
+
+
+@pytest.mark.parametrize("backend, name", [("torchscript", "texture.torchscript.pt"),
+                                           ("onnxruntime", "texture.onnx")])
+def test_corrupt_cache_entry_names_the_file(use_cache, model, backend, name):
+    fmt = "onnx" if backend == "onnxruntime" else backend
+    entry = rt.cached_export(model, fmt)
+    broken = entry.parent / f"{fmt}-v1"
+    saved = (broken / name).read_bytes()
+    try:
+        (broken / name).write_bytes(saved[: len(saved) // 2])
+        with pytest.raises(ex.ExportError, match=name.replace(".", r"\.")) as e:
+            rt.make_runner(model, backend=backend)
+        assert str(broken / name) in str(e.value)
+        (broken / name).unlink()
+        with pytest.raises(ex.ExportError, match=f"{name.replace('.', '[.]')}: missing"):
+            rt.make_runner(model, backend=backend)
+    finally:
+        (broken / name).write_bytes(saved)
+
+
+def test_export_dir_from_other_weights_is_refused(use_cache, model, tmp_path):
+    other = _random_model(5)
+    d = shutil.copytree(rt.cached_export(model, "onnx"), tmp_path / "other")
+    with pytest.raises(ex.ExportError, match="not from the model's weights") as e:
+        rt.make_runner(other, backend="onnxruntime", export_dir=d)
+    assert str(d / ex.SIDECAR) in str(e.value)
+
+
+def test_silently_altered_weights_are_caught(use_cache, model, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    d = shutil.copytree(rt.cached_export(model, "onnx"), tmp_path / "altered")
+    proto = onnx.load(str(d / "background.onnx"))
+    init = max(proto.graph.initializer, key=lambda t: len(t.raw_data))
+    arr = onnx.numpy_helper.to_array(init).copy()
+    arr *= 1.5  # same names, shapes and metadata: only the numbers differ
+    init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    onnx.save(proto, str(d / "background.onnx"))
+    with pytest.raises(ex.ExportError, match=r"background\.onnx: onnxruntime output of the background"):
+        rt.make_runner(model, backend="onnxruntime", export_dir=d)
+
+
+# --- auto -----------------------------------------------------------------------------------
+
+def test_auto_measures_once_per_batch_class_and_remembers(use_cache, model, monkeypatch):
+    if "onnxruntime" not in rt.available_backends():
+        pytest.skip("auto has a single candidate without onnxruntime")
+    for f in rt.cache_dir().glob("auto-*.json"):
+        f.unlink()
+    runner = rt.make_runner(model, backend="auto")
+    assert isinstance(runner, rt.AutoRunner) and runner.name == "auto"
+    _assert_matches_eager(runner, model, sizes=(3, 20))
+    assert set(runner.choice) == {4, 32} and set(runner.choice.values()) <= {"onnxruntime", "torch"}
+    assert runner.name == runner.choice[32]
+    (saved,) = rt.cache_dir().glob("auto-cpu-*.json")
+    assert json.loads(saved.read_text()) == {str(k): v for k, v in runner.choice.items()}
+
+    def no_measure(*a):
+        raise AssertionError("measured again although the choice was stored")
+
+    monkeypatch.setattr(rt.AutoRunner, "_measure", no_measure)
+    again = rt.make_runner(model, backend="auto")
+    _assert_matches_eager(again, model, sizes=(3,))
+    assert again.backend_for(17) == runner.choice[32]
+
+
+# --- the allocator trap ------------------------------------------------------------------------
+
+FAULTS = textwrap.dedent("""
+    import resource, torch, pycgn
+    from pycgn import runtime
+    torch.manual_seed(0)
+    m = pycgn.MnistCGN().eval()
+    r = runtime.make_runner(m, backend="torch")
+    u, y = torch.randn(256, 32), torch.randint(0, 10, (256,))
+    r(u, y, u, y, u, y)
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(2):
+        r(u, y, u, y, u, y)
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 2, runtime.tune_malloc())
+""")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the glibc malloc settings are Linux-only")
+def test_torch_runner_does_not_page_fault_per_call():
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env["OMP_NUM_THREADS"] = "1"  # faults counted on the thread that allocates, the same either way
+
+    def faults(**extra):
+        r = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, timeout=300,
+                           env=dict(env, **extra))
+        assert r.returncode == 0, r.stderr
+        n, tuned = r.stdout.split()
+        return float(n), tuned == "True"
+
+    tuned, on = faults()
+    if not on:
+        pytest.skip("malloc is not glibc's here: nothing to tune")
+    default, off = faults(PYCGN_MALLOC="default")
+    assert not off
+    assert default > 50_000, f"the trap did not show with the default settings ({default:.0f} faults/call)"
+    assert tuned < default / 10, f"{tuned:.0f} faults per call with pycgn's setting, {default:.0f} without"
