@@ -1,0 +1,27 @@
+# Decides pycgn_WITH_CUDA from PYCGN_WITH_CUDA (AUTO|ON|OFF) and enables the CUDA language.
+# The toolkit is looked for in PATH, CUDACXX, CUDAToolkit_ROOT and /usr/local/cuda; no GPU is
+# needed to build. Default architectures: 80;90 (A100, H100).
+set(pycgn_WITH_CUDA OFF)
+if(NOT PYCGN_WITH_CUDA STREQUAL "OFF")
+  if(NOT CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX})
+    find_program(_pycgn_nvcc nvcc HINTS ENV CUDAToolkit_ROOT ENV CUDA_HOME ENV CUDA_PATH
+                 PATHS /usr/local/cuda PATH_SUFFIXES bin)
+    if(_pycgn_nvcc)
+      set(CMAKE_CUDA_COMPILER "${_pycgn_nvcc}" CACHE FILEPATH "CUDA compiler")
+    endif()
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      set(CMAKE_CUDA_ARCHITECTURES "80;90" CACHE STRING "CUDA architectures")
+    endif()
+    enable_language(CUDA)
+    set(CMAKE_CUDA_STANDARD 17)
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+    find_package(CUDAToolkit REQUIRED)
+    set(pycgn_WITH_CUDA ON)
+  elseif(PYCGN_WITH_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "PYCGN_WITH_CUDA=ON but no CUDA compiler was found (set CMAKE_CUDA_COMPILER or CUDACXX)")
+  endif()
+endif()
