@@ -6,7 +6,8 @@ mask clamp and the texture crop, exactly like ``model(...)``. Backends:
 
 - ``torch``: eager PyTorch (inference mode).
 - ``torch.compile``: ``torch.compile`` with freezing; compiles on the first call of each shape
-  class (tens of seconds on a small CPU), so ``auto`` only uses it when asked (``compile=True``).
+  class (tens of seconds on a small CPU), so ``auto`` only considers it (for batches of 64 and
+  more) with ``PYCGN_AUTO_COMPILE=1``.
 - ``torchscript``: the exported TorchScript files.
 - ``onnxruntime``: the exported ONNX files; the CPU execution provider, or CUDA (and TensorRT
   when present) with IOBinding so inputs and outputs stay on the GPU, on torch's current stream.
@@ -363,18 +364,24 @@ def _machine_key() -> str:
     except OSError:
         pass
     import onnxruntime as ort
+    # the allocator changes which backend wins (eager torch loses 2-3x to page faults)
+    preload = " ".join(sorted(os.path.basename(p) for p in os.environ.get("LD_PRELOAD", "").split()))
     parts = [cpu or platform.processor(), str(os.cpu_count()), str(torch.get_num_threads()), torch.__version__,
-             ort.__version__, str(tune_malloc())]
+             ort.__version__, str(tune_malloc()), preload]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 class AutoRunner(Runner):
-    """Per batch-size class, the faster of onnxruntime and eager torch, timed on first use.
+    """Per batch-size class, the fastest of onnxruntime and eager torch, timed on first use.
 
-    The first call of each class runs both candidates (best of two timed runs each, after a
+    The first call of each class runs every candidate (best of two timed runs each, after a
     warm-up) and returns the winner's outputs; the choice is stored in
-    ``<cache>/auto-<machine>.json`` and reused by later processes on the same machine.
+    ``<cache>/auto-<device>-<machine>.json`` and reused by later processes on the same machine
+    (the key covers CPU, threads, versions and allocator). With ``PYCGN_AUTO_COMPILE=1``,
+    ``torch.compile`` is a candidate too for batches of ``COMPILE_MIN_BATCH`` and more.
     """
+
+    COMPILE_MIN_BATCH = 64
 
     def __init__(self, model, device, candidates: dict[str, Runner]):
         super().__init__(model, device)
@@ -382,9 +389,9 @@ class AutoRunner(Runner):
         self.last = None  # the backend that ran the latest call
         self.choice: dict[int, str] = {}
         self._lock = threading.Lock()
-        self._file = cache_dir() / f"auto-{self.device.type}-{_machine_key()}.json" \
-            if "onnxruntime" in candidates else None
-        if self._file is not None and self._file.is_file():
+        key = _machine_key() + ("-compile" if "torch.compile" in candidates else "")
+        self._file = cache_dir() / f"auto-{self.device.type}-{key}.json"
+        if self._file.is_file():
             try:
                 saved = json.loads(self._file.read_text())
                 self.choice = {int(k): v for k, v in saved.items() if v in candidates}
@@ -412,10 +419,12 @@ class AutoRunner(Runner):
 
     def _measure(self, args) -> tuple[str, tuple]:
         times, outs = {}, {}
-        for name, r in self.candidates.items():
+        cands = {k: r for k, r in self.candidates.items()
+                 if k != "torch.compile" or args[0].shape[0] >= self.COMPILE_MIN_BATCH}
+        for name, r in cands.items():
             outs[name] = r._run(*args)  # warm-up (and the result returned if this one wins)
         for _ in range(2):
-            for name, r in self.candidates.items():
+            for name, r in cands.items():
                 t0 = time.perf_counter()
                 r._run(*args)
                 if self.device.type == "cuda":
@@ -439,8 +448,6 @@ class AutoRunner(Runner):
         return self.candidates[name]._run(*args)
 
     def _save(self) -> None:
-        if self._file is None:
-            return
         try:
             self._file.parent.mkdir(parents=True, exist_ok=True)
             from ._io import atomic_write_bytes
@@ -492,6 +499,8 @@ def make_runner(model, backend: str = "auto", device="cpu", export_dir=None) -> 
         # on a GPU whose CUDA EP does not run, onnxruntime would copy through the host: skip it
         del caught
     candidates["torch"] = TorchRunner(model, device)
+    if os.environ.get("PYCGN_AUTO_COMPILE") == "1" and _have_compile():
+        candidates["torch.compile"] = CompileRunner(model, device)
     if len(candidates) == 1:
         return candidates["torch"]
     return AutoRunner(model, device, candidates)
