@@ -229,8 +229,8 @@ Pipeline::Pipeline(const std::string& model_dir, PipelineOptions options) : impl
   const bool cuda_ok = PYCGN_PIPELINE_CUDA && torch::cuda::is_available();
   if (options.device == Device::kCuda && !cuda_ok) {
     throw std::invalid_argument(
-        PYCGN_PIPELINE_CUDA ? "device is cuda, but libtorch sees no CUDA GPU"
-                            : "device is cuda, but pycgn was built without CUDA (libtorch or the core lacks it)");
+        PYCGN_PIPELINE_CUDA ? "device is cuda, but libtorch sees no CUDA GPU (or is a CPU-only build)"
+                            : "device is cuda, but pycgn was built without CUDA (no CUDA toolkit found)");
   }
   p.device = options.device == Device::kCpu ? Device::kCpu : (cuda_ok ? Device::kCuda : Device::kCpu);
 

@@ -119,6 +119,19 @@ void good_export(const fs::path& dir) {
   expect_throws<std::invalid_argument>([&] { pycgn::Pipeline(dir.string(), {pycgn::Device::kCpu, 0}); },
                                        "batch_size", "batch_size 0");
   expect_throws<std::invalid_argument>([] { pycgn::parse_device("gpu"); }, "device must be", "device name");
+
+  // CUDA: where libtorch sees a GPU, its images equal the CPU ones within one level; else a
+  // clear error.
+  try {
+    const pycgn::Pipeline gpu(dir.string(), {pycgn::Device::kCuda, 512});
+    expect(gpu.device() == pycgn::Device::kCuda, "device cuda");
+    const int diff = max_diff(a, gpu.generate(7, 10, {3}, {}, {1}));
+    expect(diff <= 1, "CUDA images equal CPU images within one level (max diff " + std::to_string(diff) + ")");
+    std::cout << "cuda: images within " << diff << " level(s) of the CPU's\n";
+  } catch (const std::invalid_argument& e) {
+    expect(std::string(e.what()).find("device is cuda, but") == 0, std::string("no-CUDA message: ") + e.what());
+    std::cout << "cuda: skipped (" << e.what() << ")\n";
+  }
 }
 
 void bad_exports(const fs::path& dir, const fs::path& work) {
