@@ -47,8 +47,8 @@ class BigGANConfig:
         ups = {16: 2, 32: 3, 64: 4, 128: 5, 256: 6}
         if self.resolution not in ups:
             raise ValueError(f"resolution must be one of {sorted(ups)}, got {self.resolution}")
-        if self.ch < 2:
-            raise ValueError(f"ch must be >= 2, got {self.ch}")
+        if self.ch < 3:  # conv_to_rgb keeps the first 3 of ch channels
+            raise ValueError(f"ch must be >= 3, got {self.ch}")
         if self.z_dim < 1 or self.n_classes < 1 or self.n_stats < 2:
             raise ValueError("z_dim and n_classes must be >= 1 and n_stats >= 2")
 

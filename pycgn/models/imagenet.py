@@ -216,6 +216,8 @@ class ImagenetCGN(nn.Module):
                  n_classes: int = N_CLASSES, z_dim: int = Z_DIM, truncation: float = TRUNCATION,
                  gt: bool = True):
         super().__init__()
+        if u2net_div not in (1, 2, 4, 8, 16):
+            raise ValueError(f"u2net_div must be one of 1, 2, 4, 8, 16, got {u2net_div}")
         self.config = BigGANConfig(ch=ch, resolution=resolution, z_dim=z_dim, n_classes=n_classes)
         self.truncation = _check_truncation(truncation)
         self.n_classes = n_classes
@@ -445,3 +447,105 @@ def save_imagenet_cgn(model: ImagenetCGN, path) -> Path:
     with atomic_path(path) as tmp:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+
+CLASS_INPUTS = ("ids", "vector")
+
+
+class _IdsMechanism(nn.Module):
+    """``(u, y int64 (N,))``: one-hot inside the graph, so exports take ids like MNIST's."""
+
+    def __init__(self, mech: ImagenetMechanism):
+        super().__init__()
+        self.mech = mech
+
+    def forward(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.mech(u, F.one_hot(y, self.mech.net.config.n_classes).to(u.dtype))
+
+
+def imagenet_sidecar(model: ImagenetCGN, fmt: str, truncation: float, class_input: str,
+                     sha256: str | None = None) -> dict:
+    """The ``pycgn_export.json`` of an ImageNet export: MNIST's layout plus ``truncation``."""
+    from .. import export as ex
+    from ..checkpoint import weights_sha256
+    info = getattr(model, "info", None)
+    size = model.image_size
+    image = lambda c: ["batch", c, size, size]  # noqa: E731
+    names = class_names() if model.n_classes == N_CLASSES else [str(i) for i in range(model.n_classes)]
+    side = {
+        "format": ex.FORMAT, "format_version": ex.FORMAT_VERSION, "runtime": fmt,
+        "kind": model.kind, "variant": getattr(info, "variant", "custom"),
+        "weights_sha256": sha256 or weights_sha256(model.state_dict()),
+        "pycgn_version": ex.__version__, "image_size": size, "latent_dim": model.latent_dim,
+        "n_classes": model.n_classes, "class_names": list(names),
+        "max_offset": 0,  # no texture crop in the ImageNet CGN
+        "clamp": list(ex.CLAMP),
+        # u must be truncation * truncated_normal(bound): the nets' batch norms use this truncation
+        "truncation": truncation, "truncation_bound": TRUNC_BOUND,
+        "class_input": class_input,
+    }
+    if fmt == "onnx":
+        side["opset"] = ex.OPSET
+    side["files"] = {m: ex.file_name(m, fmt) for m in MECHANISMS}
+    y = ({"name": "y", "shape": ["batch"], "dtype": "int64"} if class_input == "ids" else
+         {"name": "y", "shape": ["batch", model.n_classes], "dtype": "float32"})
+    side["inputs"] = [{"name": "u", "shape": ["batch", model.latent_dim], "dtype": "float32"}, y]
+    side["outputs"] = {m: {"name": ex.OUTPUT_NAMES[m], "shape": image(1 if m == "shape" else 3),
+                           "dtype": "float32"} for m in MECHANISMS}
+    return side
+
+
+def export_imagenet(model: ImagenetCGN, out_dir, format: str = "onnx", truncation: float | None = None,
+                    class_input: str = "ids") -> Path:
+    """Write the shape (with the U^2-Net: the mask), texture and background nets of ``model``
+    to ``out_dir`` with a dynamic batch, plus the sidecar ``pycgn_export.json`` (written last).
+
+    ``format``: ``"onnx"`` (dynamo exporter, opset 20, ``onnx.checker`` full check) or
+    ``"torchscript"`` (traced). ``truncation`` (default: the model's) is fixed in the files: it
+    selects the batch-norm statistics. ``class_input``: ``"ids"`` (int64 (N,), as MNIST's
+    exports) or ``"vector"`` (float32 (N, n_classes) class vectors, for interpolations).
+    """
+    import copy
+    from .. import export as ex
+    from .._io import atomic_path, atomic_write_bytes
+    fmt = ex._check_format(format)
+    if not isinstance(model, ImagenetCGN):
+        raise TypeError(f"model must be an ImagenetCGN, got {type(model).__name__}")
+    if class_input not in CLASS_INPUTS:
+        raise ValueError(f"class_input must be one of {', '.join(CLASS_INPUTS)}, got {class_input!r}")
+    t = model.truncation if truncation is None else _check_truncation(truncation)
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise TypeError(f"out_dir must be a path, got {type(out_dir).__name__}")
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"out_dir {out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+
+    # The files are device-neutral: export from CPU float32 (a copy only when the model is elsewhere).
+    p = next(model.parameters())
+    cpu = model if (p.device.type == "cpu" and p.dtype == torch.float32) else copy.deepcopy(model).cpu().float()
+    cpu.eval()
+    side = imagenet_sidecar(cpu, fmt, t, class_input)
+    g = torch.Generator().manual_seed(0)
+    n = 2
+    u = torch.from_numpy(truncated_normal(0, np.arange(n), U_TRUNC, cpu.latent_dim)) * t
+    ids = torch.randint(0, cpu.n_classes, (n,), generator=g, dtype=torch.int64)
+    example = (u, ids if class_input == "ids" else F.one_hot(ids, cpu.n_classes).float())
+    stale = out / ex.SIDECAR
+    if stale.exists():
+        stale.unlink()
+    for name, mech in cpu.mechanisms(t).items():
+        net = (_IdsMechanism(mech) if class_input == "ids" else mech).eval()
+        meta = {"weights_sha256": side["weights_sha256"], "mechanism": name,
+                "format_version": ex.FORMAT_VERSION, "truncation": t}
+        if fmt == "onnx":
+            data = ex._onnx_bytes(net, example, ex.OUTPUT_NAMES[name], meta)
+        else:
+            data = ex._torchscript_bytes(net, example, meta)
+        atomic_write_bytes(out / side["files"][name], data)
+    with atomic_path(out / ex.SIDECAR) as tmp:
+        Path(tmp).write_text(json.dumps(side, indent=2) + "\n")
+    return out
