@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -58,34 +59,33 @@ PYCGN_ALWAYS_INLINE void shift(const Offsets& o, std::int64_t b, std::int64_t h,
   *dx = wrap(offset_at<std::int64_t>(o, b, 1), w);
 }
 
-// A unit-stride run of `len` pixels of one channel: vectorised.
-template <typename T>
-PYCGN_ALWAYS_INLINE void run_planar(const float* __restrict m, const float* __restrict f,
-                                    const float* __restrict g, T* __restrict o, std::int64_t len,
-                                    float lo, float hi) {
-  for (std::int64_t i = 0; i < len; ++i) o[i] = composite_pixel<T>(m[i], f[i], g[i], lo, hi);
+constexpr std::int64_t kBlock = 256;  // pixels staged per chunk of a row
+constexpr std::int64_t kMaxStaged = 4;  // channels staged; more go through the plain path
+
+// A unit-stride run of `len` pixels of one channel, as float: vectorised.
+PYCGN_ALWAYS_INLINE void blend_run(const float* __restrict m, const float* __restrict f,
+                                   const float* __restrict g, float* __restrict o, std::int64_t len,
+                                   float lo, float hi) {
+  for (std::int64_t i = 0; i < len; ++i) o[i] = composite_pixel<float>(m[i], f[i], g[i], lo, hi);
 }
 
-// A unit-stride run of `len` pixels of 3 channels into interleaved (NHWC) output. A block is
-// first written planar to a small buffer (vectorised), then interleaved.
-template <typename T>
-PYCGN_ALWAYS_INLINE void run_rgb(const float* m0, std::int64_t mc, const float* f0, std::int64_t fc,
-                                 const float* g0, std::int64_t gc, T* __restrict o, std::int64_t len,
-                                 float lo, float hi) {
-  constexpr std::int64_t kBlock = 256;
-  alignas(64) T buf[3][kBlock];
-  for (std::int64_t s = 0; s < len; s += kBlock) {
-    const std::int64_t k = std::min(kBlock, len - s);
-    for (int c = 0; c < 3; ++c) {
-      run_planar<T>(m0 + c * mc + s, f0 + c * fc + s, g0 + c * gc + s, buf[c], k, lo, hi);
-    }
-    T* __restrict d = o + 3 * s;
-    for (std::int64_t i = 0; i < k; ++i) {
-      d[3 * i + 0] = buf[0][i];
-      d[3 * i + 1] = buf[1][i];
-      d[3 * i + 2] = buf[2][i];
-    }
+// Staged float values buf[c][0, k) of one row chunk to the output: converted to T and, for
+// NHWC, interleaved. One long loop per chunk, whatever the texture wrap points were.
+template <typename T, int kC>
+PYCGN_ALWAYS_INLINE void store_nhwc(const float (*buf)[kBlock], std::int64_t c_n, std::int64_t k,
+                                    T* __restrict o) {
+  if (kC > 0) {
+    for (std::int64_t i = 0; i < k; ++i)
+      for (int c = 0; c < kC; ++c) o[i * kC + c] = Store<T>::from(buf[c][i]);
+  } else {
+    for (std::int64_t i = 0; i < k; ++i)
+      for (std::int64_t c = 0; c < c_n; ++c) o[i * c_n + c] = Store<T>::from(buf[c][i]);
   }
+}
+
+template <typename T>
+PYCGN_ALWAYS_INLINE void store_planar(const float* __restrict buf, std::int64_t k, T* __restrict o) {
+  for (std::int64_t i = 0; i < k; ++i) o[i] = Store<T>::from(buf[i]);
 }
 
 // Rows r0 <= r < r1 (r = b * H + y) of the output.
@@ -95,9 +95,12 @@ PYCGN_ALWAYS_INLINE void rows_body(const CompositeParams& p, std::int64_t r0, st
   const std::int64_t c_n = fg.size[1], h = mk.size[2], w = mk.size[3];
   const std::int64_t hf = fg.size[2], wf = fg.size[3], hb = bg.size[2], wb = bg.size[3];
   const std::int64_t mc = mk.size[1] == 1 ? 0 : mk.stride[1];  // broadcast a 1-channel mask
-  const bool unit = mk.stride[3] == 1 && fg.stride[3] == 1 && bg.stride[3] == 1;
+  const bool staged = mk.stride[3] == 1 && fg.stride[3] == 1 && bg.stride[3] == 1 && c_n <= kMaxStaged;
   const bool nhwc = p.layout == Layout::kNHWC;
+  // float NCHW needs no staging: the blend writes the output rows directly.
+  const bool direct = !nhwc && std::is_same<T, float>::value;
   T* const out = static_cast<T*>(p.out);
+  alignas(64) float buf[kMaxStaged][kBlock];
   std::int64_t b_prev = -1, fdy = 0, fdx = 0, bdy = 0, bdx = 0;
   for (std::int64_t r = r0; r < r1; ++r) {
     const std::int64_t b = r / h, y = r - b * h;
@@ -109,44 +112,62 @@ PYCGN_ALWAYS_INLINE void rows_body(const CompositeParams& p, std::int64_t r0, st
     const float* mrow = mk.data + b * mk.stride[0] + y * mk.stride[2];
     const float* frow = fg.data + b * fg.stride[0] + wrap(y + fdy, hf) * fg.stride[2];
     const float* grow = bg.data + b * bg.stride[0] + wrap(y + bdy, hb) * bg.stride[2];
-    // Split the row where either texture's column wraps around.
-    std::int64_t x = 0, fx = fdx, gx = bdx;
-    while (x < w) {
-      const std::int64_t len = std::min(w - x, std::min(wf - fx, wb - gx));
-      if (unit) {
-        const float* m = mrow + x;
-        const float* f = frow + fx;
-        const float* g = grow + gx;
-        if (nhwc && c_n == 3) {
-          run_rgb<T>(m, mc, f, fg.stride[1], g, bg.stride[1], out + (r * w + x) * 3, len, p.lo, p.hi);
-        } else if (nhwc) {
-          T* o = out + (r * w + x) * c_n;
-          for (std::int64_t i = 0; i < len; ++i)
-            for (std::int64_t c = 0; c < c_n; ++c)
-              o[i * c_n + c] = composite_pixel<T>(m[c * mc + i], f[c * fg.stride[1] + i],
-                                                  g[c * bg.stride[1] + i], p.lo, p.hi);
-        } else {
-          for (std::int64_t c = 0; c < c_n; ++c)
-            run_planar<T>(m + c * mc, f + c * fg.stride[1], g + c * bg.stride[1],
-                          out + ((b * c_n + c) * h + y) * w + x, len, p.lo, p.hi);
-        }
-      } else {  // any strides: scalar
-        for (std::int64_t c = 0; c < c_n; ++c) {
-          const float* m = mrow + c * mc + x * mk.stride[3];
-          const float* f = frow + c * fg.stride[1] + fx * fg.stride[3];
-          const float* g = grow + c * bg.stride[1] + gx * bg.stride[3];
-          T* o = nhwc ? out + (r * w + x) * c_n + c : out + ((b * c_n + c) * h + y) * w + x;
-          const std::int64_t os = nhwc ? c_n : 1;
-          for (std::int64_t i = 0; i < len; ++i)
-            o[i * os] = composite_pixel<T>(m[i * mk.stride[3]], f[i * fg.stride[3]],
-                                           g[i * bg.stride[3]], p.lo, p.hi);
+    if (!staged) {  // any strides, any channel count: one value at a time
+      for (std::int64_t c = 0; c < c_n; ++c) {
+        const float* m = mrow + c * mc;
+        const float* f = frow + c * fg.stride[1];
+        const float* g = grow + c * bg.stride[1];
+        T* o = nhwc ? out + r * w * c_n + c : out + ((b * c_n + c) * h + y) * w;
+        const std::int64_t os = nhwc ? c_n : 1;
+        std::int64_t fx = fdx, gx = bdx;
+        for (std::int64_t x = 0; x < w; ++x) {
+          o[x * os] = composite_pixel<T>(m[x * mk.stride[3]], f[fx * fg.stride[3]], g[gx * bg.stride[3]], p.lo, p.hi);
+          if (++fx == wf) fx = 0;
+          if (++gx == wb) gx = 0;
         }
       }
-      x += len;
-      fx += len;
-      gx += len;
-      if (fx == wf) fx = 0;
-      if (gx == wb) gx = 0;
+      continue;
+    }
+#if defined(__GNUC__)
+    if (r + 1 < r1 && (y + 1 < h)) {  // the next row's inputs, whose texture runs start mid-row
+      const std::int64_t bytes = w * static_cast<std::int64_t>(sizeof(float));
+      for (std::int64_t c = 0; c < c_n; ++c) {
+        const char* rows[3] = {reinterpret_cast<const char*>(mrow + mk.stride[2] + c * mc),
+                               reinterpret_cast<const char*>(fg.data + b * fg.stride[0] + wrap(y + 1 + fdy, hf) * fg.stride[2] + c * fg.stride[1]),
+                               reinterpret_cast<const char*>(bg.data + b * bg.stride[0] + wrap(y + 1 + bdy, hb) * bg.stride[2] + c * bg.stride[1])};
+        for (const char* q : rows)
+          for (std::int64_t i = 0; i < std::min(bytes, std::int64_t(4096)); i += 64) __builtin_prefetch(q + i);
+      }
+    }
+#endif
+    for (std::int64_t xs = 0; xs < w; xs += kBlock) {
+      const std::int64_t k = std::min(kBlock, w - xs);
+      // Blend the chunk in unit-stride runs split where either texture's column wraps around.
+      std::int64_t x = xs, fx = wrap(xs + fdx, wf), gx = wrap(xs + bdx, wb);
+      while (x < xs + k) {
+        const std::int64_t len = std::min(xs + k - x, std::min(wf - fx, wb - gx));
+        for (std::int64_t c = 0; c < c_n; ++c) {
+          float* dst = direct ? reinterpret_cast<float*>(out) + ((b * c_n + c) * h + y) * w + x : buf[c] + (x - xs);
+          blend_run(mrow + c * mc + x, frow + c * fg.stride[1] + fx, grow + c * bg.stride[1] + gx, dst, len,
+                    p.lo, p.hi);
+        }
+        x += len;
+        fx += len;
+        gx += len;
+        if (fx == wf) fx = 0;
+        if (gx == wb) gx = 0;
+      }
+      if (direct) continue;
+      if (nhwc) {
+        T* o = out + (r * w + xs) * c_n;
+        if (c_n == 3) {
+          store_nhwc<T, 3>(buf, c_n, k, o);
+        } else {
+          store_nhwc<T, 0>(buf, c_n, k, o);
+        }
+      } else {
+        for (std::int64_t c = 0; c < c_n; ++c) store_planar<T>(buf[c], k, out + ((b * c_n + c) * h + y) * w + xs);
+      }
     }
   }
 }

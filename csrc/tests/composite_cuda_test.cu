@@ -3,6 +3,7 @@
 // `composite_cuda_test small` runs a few small cases (for compute-sanitizer).
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "composite_cases.h"

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #if defined(__CUDACC__)
 #define PYCGN_HD __host__ __device__ __forceinline__
@@ -110,8 +111,11 @@ template <> struct Store<std::uint8_t> {
 #if defined(__CUDA_ARCH__)
     return static_cast<std::uint8_t>(__float2uint_rn(s));
 #else
-    float r = add_rn(s, 12582912.0f) - 12582912.0f;
-    return static_cast<std::uint8_t>(static_cast<std::int32_t>(r));
+    // s + 1.5 * 2^23 holds round(s) in its low mantissa bits: the low byte is the result.
+    const float r = add_rn(s, 12582912.0f);
+    std::uint32_t bits;
+    std::memcpy(&bits, &r, sizeof bits);
+    return static_cast<std::uint8_t>(bits);
 #endif
   }
 };
