@@ -41,7 +41,8 @@ done
 if [[ ${#torch_inc[@]} -gt 0 ]]; then
   mkdir -p "$out/stub/c10/cuda/impl"
   printf '#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n' >"$out/stub/c10/cuda/impl/cuda_cmake_macros.h"
-  cuda_inc=$(dirname "$(dirname "$nvcc")")/include
+  cuda_inc=$(dirname "$(dirname "$(readlink -f "$nvcc")")")/include
+  [[ -e $cuda_inc/cuda_runtime.h ]] || cuda_inc=${CUDA_HOME:-/usr/local/cuda}/include
   if nice -n 10 "${CXX:-g++}" -std=c++17 -fsyntax-only -w -DPYCGN_WITH_CUDA=1 -Iinclude "${torch_inc[@]}" \
       -idirafter "$out/stub" -I"$cuda_inc" csrc/composite.cpp 2>"$out/log"; then
     echo "  ok    host   csrc/composite.cpp (PYCGN_WITH_CUDA)"

@@ -24,9 +24,16 @@ exec > >(tee -a "$LOG") 2>&1
 
 SECTIONS=(env build composite_tests composite_bench)
 
-CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")")}
-export CUDA_HOME
+# The toolkit: CUDA_HOME, else /usr/local/cuda, else where nvcc resolves to (nvcc may be a
+# wrapper script outside the toolkit, so prefer a directory that has include/cuda_runtime.h).
+if [[ -z ${CUDA_HOME:-} ]]; then
+  for d in /usr/local/cuda "$(dirname "$(dirname "$(readlink -f "$(command -v nvcc || echo /nonexistent)")")")"; do
+    [[ -e $d/include/cuda_runtime.h ]] && { CUDA_HOME=$d; break; }
+  done
+fi
+export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 NVCC=$CUDA_HOME/bin/nvcc
+[[ -x $NVCC ]] || NVCC=$(command -v nvcc || echo nvcc)
 SANITIZER=$(command -v compute-sanitizer || echo "$CUDA_HOME/bin/compute-sanitizer")
 # compute capability of GPU 0, e.g. 9.0: compile for this card only (fast builds)
 CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' ')

@@ -90,7 +90,8 @@ __global__ void __launch_bounds__(kThreads) composite_kernel(const CompositePara
     }
 
     T v[(kC > 0 ? kC : 1) * kPix];  // NHWC RGB: the thread's 4 pixels, interleaved
-    for (std::int64_t c = 0; c < c_n; ++c) {
+#pragma unroll
+    for (std::int64_t c = 0; c < (kC > 0 ? kC : c_n); ++c) {  // unrolled for RGB: v stays in registers
       const float* m = mrow + c * mc;
       float mv[kPix];
       if (fl.vec_mask && np == kPix) {
@@ -111,14 +112,18 @@ __global__ void __launch_bounds__(kThreads) composite_kernel(const CompositePara
         if (fl.vec_out && np == kPix) {
           Vec4<T>::store(dst, o);
         } else {
-          for (int i = 0; i < np; ++i) dst[i] = o[i];
+#pragma unroll
+          for (int i = 0; i < kPix; ++i)  // constant bounds keep o in registers
+            if (i < np) dst[i] = o[i];
         }
       } else if (kC > 0) {
 #pragma unroll
         for (int i = 0; i < kPix; ++i) v[i * (kC > 0 ? kC : 1) + c] = o[i];
       } else {
         T* dst = out + (r * w + x0) * c_n + c;
-        for (int i = 0; i < np; ++i) dst[i * c_n] = o[i];
+#pragma unroll
+        for (int i = 0; i < kPix; ++i)
+          if (i < np) dst[i * c_n] = o[i];
       }
     }
     if (kC > 0 && p.layout == Layout::kNHWC) {
@@ -127,7 +132,9 @@ __global__ void __launch_bounds__(kThreads) composite_kernel(const CompositePara
 #pragma unroll
         for (int k = 0; k < kC; ++k) Vec4<T>::store(dst + 4 * k, v + 4 * k);
       } else {
-        for (int i = 0; i < np * kC; ++i) dst[i] = v[i];
+#pragma unroll
+        for (int i = 0; i < kPix * (kC > 0 ? kC : 1); ++i)
+          if (i < np * kC) dst[i] = v[i];
       }
     }
   }
