@@ -62,14 +62,14 @@ class BigGANConfig:
         return ATTENTION_256 - 2 * (6 - int(math.log2(self.resolution // 4)))
 
 
-def _power_init_(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor, steps: int = 8) -> None:
-    """u, v close to the top singular vectors of ``weight``: a sane sigma for random weights."""
+def _power_init_(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor, steps: int = 2) -> None:
+    """u, v from a few power iterations on ``weight``: sigma = |W v| > 0, a sane scale for random weights."""
     with torch.no_grad():
         w = weight.reshape(weight.shape[0], -1)
         u.normal_()
         u.copy_(F.normalize(u, dim=0, eps=1e-12))
         for _ in range(steps):
-            v.copy_(F.normalize(torch.mv(w.t(), u), dim=0, eps=1e-12))
+            v.copy_(F.normalize(u @ w, dim=0, eps=1e-12))  # not mv(w.t(), u): a slow strided path
             u.copy_(F.normalize(torch.mv(w, v), dim=0, eps=1e-12))
 
 
