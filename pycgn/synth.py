@@ -138,21 +138,20 @@ def _fill(gen, sampler, buf: _Buffer, start: int, count: int, batch_size: int, p
 # ---------------------------------------------------------------------------------------------
 # Encoding: one shard's arrays -> {relative file name: bytes} ("" is the shard file itself)
 
-def _npy(arr: np.ndarray) -> bytes:
-    f = io.BytesIO()
-    np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
-    return f.getvalue()
-
-
-def _npz(arrays: dict, names) -> bytes:
-    """An uncompressed npz (``np.load`` reads it) with fixed member times: same arrays, same bytes."""
+def _npz(arrays: dict, names) -> memoryview:
+    """An uncompressed npz (``np.load`` reads it, ``SynthDataset`` memory-maps it) with fixed member
+    times, so the same arrays give the same bytes. Arrays are written from their own memory: the
+    shard exists once more in memory, not three times."""
     f = io.BytesIO()
     with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name in names:
+            arr = np.ascontiguousarray(arrays[name])
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME)
             info.external_attr = 0o644 << 16
-            zf.writestr(info, _npy(arrays[name]))
-    return f.getvalue()
+            with zf.open(info, "w", force_zip64=arr.nbytes > 1 << 30) as w:
+                np.lib.format.write_array_header_1_0(w, np.lib.format.header_data_from_array_1_0(arr))
+                w.write(memoryview(arr).cast("B"))
+    return f.getbuffer()
 
 
 def _png(img: np.ndarray) -> bytes:
@@ -171,7 +170,8 @@ def _sample_json(arrays: dict, j: int) -> bytes:
     return json.dumps(rec, separators=(",", ":")).encode()
 
 
-def _encode(fmt: str, arrays: dict, plan: Plan) -> dict[str, bytes]:
+def _encode(fmt: str, arrays: dict, plan: Plan) -> dict:
+    """{relative name: bytes-like}; ``""`` names the shard file itself (npz, tar)."""
     if fmt == "npz":
         return {"": _npz(arrays, ("images",) + LABELS + INPUTS)}
     index = arrays["index"]
@@ -184,7 +184,7 @@ def _encode(fmt: str, arrays: dict, plan: Plan) -> dict[str, bytes]:
                     ti = tarfile.TarInfo(f"{key}.{ext}")
                     ti.size, ti.mtime, ti.mode = len(data), 0, 0o644
                     tf.addfile(ti, io.BytesIO(data))
-        return {"": f.getvalue()}
+        return {"": f.getbuffer()}
     files, rows = {}, [",".join(CSV_COLUMNS)]
     for j in range(len(index)):
         name = f"{plan.key(int(index[j]))}.png"
@@ -196,7 +196,7 @@ def _encode(fmt: str, arrays: dict, plan: Plan) -> dict[str, bytes]:
     return files
 
 
-def files_sha256(files: dict[str, bytes]) -> str:
+def files_sha256(files: dict) -> str:
     """sha256 of a shard: of its bytes for a file; for a folder, of its ``sha256sum`` listing."""
     if "" in files:
         return hashlib.sha256(files[""]).hexdigest()
@@ -236,9 +236,11 @@ def _umask() -> int:
 
 
 _UMASK = None
+# timings of the latest local run in this process, for benchmarks (not part of the data)
+LAST_RUN: dict = {}
 
 
-def _atomic_bytes(path: Path, data: bytes, mode: int) -> None:
+def _atomic_bytes(path: Path, data, mode: int) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(data)
         os.chmod(tmp, mode)  # mkstemp makes 0600 files; a dataset is meant to be shared
@@ -251,7 +253,7 @@ def _fsync_write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _store(out: Path, name: str, files: dict[str, bytes]) -> str:
+def _store(out: Path, name: str, files: dict) -> str:
     """Write one shard atomically; returns its sha256. Disk errors become ``SynthError``."""
     final = out / name
     umask = _umask()
@@ -388,7 +390,7 @@ def _threads_each(workers: int) -> int:
 
 
 def _run_local(gen, sampler, plan: Plan, todo, batch_size: int, out: Path, done, progress,
-               pool: int = 3) -> None:
+               pool: int = 2) -> None:
     """Generate shards ``todo`` in this process while a writer thread encodes and writes them.
 
     ``done(record)`` is called (from the writer thread) after each shard is renamed into place.
@@ -401,12 +403,15 @@ def _run_local(gen, sampler, plan: Plan, todo, batch_size: int, out: Path, done,
     full: queue.Queue = queue.Queue()
     failure: list[BaseException] = []
 
+    stats = {"generator_waited_s": 0.0, "writer_busy_s": 0.0}
+
     def writer():
         while True:
             item = full.get()
             if item is None:
                 return
             sid, buf, start, count = item
+            t = time.perf_counter()
             try:
                 if not failure:
                     files = _encode(plan.fmt, buf.view(count), plan)
@@ -416,6 +421,7 @@ def _run_local(gen, sampler, plan: Plan, todo, batch_size: int, out: Path, done,
             except BaseException as e:  # noqa: BLE001 - handed to the generating thread
                 failure.append(e)
             finally:
+                stats["writer_busy_s"] += time.perf_counter() - t
                 free.put(buf)
 
     thread = threading.Thread(target=writer, name="pycgn-synth-writer", daemon=True)
@@ -423,7 +429,9 @@ def _run_local(gen, sampler, plan: Plan, todo, batch_size: int, out: Path, done,
     try:
         for sid in todo:
             start, count = plan.range(sid)
+            t = time.perf_counter()
             buf = free.get()
+            stats["generator_waited_s"] += time.perf_counter() - t
             if failure:
                 break
             if buf is None or buf.capacity < count:
@@ -433,6 +441,7 @@ def _run_local(gen, sampler, plan: Plan, todo, batch_size: int, out: Path, done,
     finally:
         full.put(None)
         thread.join()
+        LAST_RUN.update(stats)
     if failure:
         raise failure[0]
 
@@ -511,7 +520,8 @@ class _RayWorker:
     def make(self, sid: int, batch_size: int):
         start, count = self.plan.range(sid)
         _fill(self.gen, self.sampler, self.buf, start, count, batch_size)
-        return sid, _encode(self.plan.fmt, self.buf.view(count), self.plan)
+        files = _encode(self.plan.fmt, self.buf.view(count), self.plan)
+        return sid, {k: bytes(v) for k, v in files.items()}
 
 
 def _run_ray(model, backend, device, seed, k, plan, todo, batch_size, workers, address, out, done, progress):
@@ -571,16 +581,26 @@ def _canonical_command(model, n, out, k, fmt, shard_size, seed) -> str:
     return shlex.join(args)
 
 
-def _pick_backend(gen, backend: str, batch_size: int):
-    """Pin ``auto`` to one concrete backend for the whole dataset: its choice may differ per batch size."""
+def _pinned_generator(model, backend: str, device, batch_size: int):
+    """A Generator whose backend is fixed for the whole dataset, and that backend's name.
+
+    ``auto`` may choose another backend per batch-size class, and backends differ in the last
+    bits, so ``auto`` is resolved once (for ``batch_size``) and recorded in the manifest.
+    """
+    from .api import Generator
+    gen = Generator(model, backend, device)
     if backend != "auto" or gen.backend != "auto":
         return gen, gen.backend
-    sampler = gen.sampler(0)
-    gen.images(sampler.draw(range(max(batch_size, MIN_BATCH))))
-    chosen = gen.backend
-    if chosen == "auto":
-        return gen, "auto"
-    from .api import Generator
+    # TODO(lead): a public Generator.pin(n) would replace these two private look-ups
+    runner = getattr(gen, "_runner", None)
+    chosen = runner.backend_for(batch_size) if hasattr(runner, "backend_for") else ""
+    if not chosen:  # first use of this batch size on this machine: one call measures the candidates
+        gen.images(gen.sampler(0).draw(range(max(batch_size, MIN_BATCH))))
+        chosen = gen.backend
+    candidates = getattr(runner, "candidates", {})
+    if chosen in candidates:
+        gen._runner = candidates[chosen]  # no second session
+        return gen, chosen
     return Generator(gen.model, chosen, gen.device), chosen
 
 
@@ -629,7 +649,6 @@ def synth(model="colored_mnist", n: int = 10000, out="synth", counterfactuals: i
 
     t0 = time.perf_counter()
     _umask()  # read while only this thread runs
-    from .api import Generator
     out_path = _prepare_out(Path(out))
     with _locked(out_path):
         old = _read_manifest(out_path)
@@ -640,8 +659,7 @@ def synth(model="colored_mnist", n: int = 10000, out="synth", counterfactuals: i
                                  f"{MANIFEST}; use a new or empty folder")
         if old is not None and backend == "auto":
             backend = old.get("backend", "auto")  # resume with what made the first shards
-        gen = Generator(model, backend, device)
-        gen, backend_used = _pick_backend(gen, backend, batch_size)
+        gen, backend_used = _pinned_generator(model, backend, device, batch_size)
         info = gen.info
         plan = Plan(n, shard_size, format)
         manifest = {
@@ -719,6 +737,7 @@ def synth(model="colored_mnist", n: int = 10000, out="synth", counterfactuals: i
         _write_manifest(out_path, manifest)
     made = n - resumed
     dt = time.perf_counter() - t1
+    LAST_RUN.update(backend=backend_used, made=made, generate_s=dt, engine=engine, workers=workers or 1)
     if not quiet:
         rate = f", {made / dt:,.0f} img/s" if made and dt > 0 else ""
         print(f"pycgn synth: {n:,} images in {plan.shards} {format} shards -> {out_path} ({made:,} made, "

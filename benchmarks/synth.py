@@ -1,0 +1,181 @@
+"""Dataset synthesis, whole process: the published algorithm vs ``pycgn synth``, side by side.
+
+Each candidate runs in a fresh subprocess on the same weights; the time is from spawn to exit
+(imports, model load, generation, writing) and the peak RSS is the child's ``ru_maxrss``.
+
+- ``published``: the published generator (eager PyTorch, batch 100: a plain forward for the
+  mask, then a full counterfactual forward per image, K=1; float images kept in memory, one
+  ``torch.save`` at the end), written here from the paper's description. Run with glibc's
+  allocator and, at its best, with tcmalloc preloaded (``apt-get install libtcmalloc-minimal4``).
+- ``pycgn``: ``pycgn synth --format npz`` (default settings).
+
+    python benchmarks/synth.py --n 100000                    # the comparison (minutes)
+    python benchmarks/synth.py --n 1000000 --only pycgn      # peak RSS of a large run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "cgn_mnist_official" / \
+    "colored_mnist.pth"
+
+
+# ---------------------------------------------------------------------------------------------
+# Children
+
+def published(model_path: str, n: int, out: str, batch: int = 100, k: int = 1) -> None:
+    """The published dataset generator, step for step (two full CGN forwards per image)."""
+    import torch
+    import pycgn
+    from pycgn import reference
+
+    torch.manual_seed(0)
+    cgn = pycgn.load(model_path).eval()
+    latent, n_classes, size = cgn.latent_dim, cgn.n_classes, cgn.image_size
+
+    def shuffle(tex):  # tile 2x2, crop 32x32 at a random offset per image == circular shift
+        off = torch.randint(0, size + 1, (tex.shape[0], 2))
+        return reference.crop(tex, off, size, size)
+
+    def forward(ys, counterfactual=False):
+        b = ys.shape[0]
+        if counterfactual:
+            y_shape, y_text, y_bg = ys, ys[torch.randperm(b)], ys[torch.randperm(b)]
+            u_shape, u_text, u_bg = torch.randn(b, latent), torch.randn(b, latent), torch.randn(b, latent)
+        else:
+            y_shape = y_text = y_bg = ys
+            u_shape = u_text = u_bg = torch.randn(b, latent)
+        mask = cgn.f_shape(torch.cat([u_shape, cgn.label_emb(y_shape)], 1))
+        fg = cgn.f_text1(torch.cat([u_text, cgn.label_emb(y_text)], 1))
+        bg = cgn.f_text2(torch.cat([u_bg, cgn.label_emb(y_bg)], 1))
+        return torch.clamp(mask, 1e-4, 0.9999), shuffle(fg), shuffle(bg)
+
+    xs, ys_all = [], []
+    with torch.no_grad():
+        for _ in range(n // batch // k):
+            ys = torch.randint(n_classes, (batch,))
+            mask, _, _ = forward(ys)
+            for _ in range(k):
+                _, fg, bg = forward(ys, counterfactual=True)
+                xs.append(mask * fg + (1 - mask) * bg)
+                ys_all.append(ys)
+    torch.save([torch.cat(xs), torch.cat(ys_all)], out)
+
+
+def pycgn_synth(model_path: str, n: int, out: str, stats: str, extra: list[str]) -> None:
+    from pycgn import synth as S
+    from pycgn.cli import main
+    rc = main(["synth", "--model", model_path, "--n", str(n), "--out", out, "--format", "npz", "--quiet",
+               *extra])
+    Path(stats).write_text(json.dumps(S.LAST_RUN))
+    sys.exit(rc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent
+
+def _spawn(argv: list[str], env: dict) -> tuple[float, float, int]:
+    """(seconds, peak RSS MiB, exit status) of a child process, spawn to exit."""
+    t = time.perf_counter()
+    p = subprocess.Popen(argv, env=env)
+    _, status, usage = os.wait4(p.pid, 0)
+    dt = time.perf_counter() - t
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return dt, usage.ru_maxrss / 1024, p.returncode
+
+
+def _machine() -> str:
+    try:
+        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        name = platform.processor()
+    return f"{name}, {os.cpu_count()} CPUs"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--model", default=str(DEFAULT_MODEL))
+    ap.add_argument("--only", choices=("published", "pycgn"), default=None)
+    ap.add_argument("--pycgn-args", default="", help="extra arguments for pycgn synth, e.g. '--batch-size 512'")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the candidates, interleaved")
+    ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        what, rest = args.child[0], args.child[1:]
+        if what == "published":
+            published(args.model, args.n, rest[0])
+        else:
+            pycgn_synth(args.model, args.n, rest[0], rest[1], args.pycgn_args.split())
+        return 0
+    if not Path(args.model).is_file():
+        print(f"model {args.model} not found (the published checkpoints live in ../shared)", file=sys.stderr)
+        return 2
+    have_tc = Path(TCMALLOC).is_file()
+    base_env = {**os.environ}
+    base_env.pop("LD_PRELOAD", None)
+    tc_env = {**base_env, "LD_PRELOAD": TCMALLOC}
+    me = [sys.executable, os.path.abspath(__file__), "--n", str(args.n), "--model", args.model]
+    if args.pycgn_args:
+        me += ["--pycgn-args=" + args.pycgn_args]
+    candidates = []
+    if args.only in (None, "published"):
+        if have_tc:
+            candidates.append(("published, tcmalloc", "published", tc_env))
+        candidates.append(("published, glibc malloc", "published", base_env))
+    if args.only in (None, "pycgn"):
+        candidates.append(("pycgn synth", "pycgn", base_env))
+        if have_tc and args.only is None:
+            candidates.append(("pycgn synth, tcmalloc", "pycgn", tc_env))
+    results = {name: [] for name, _, _ in candidates}
+    work = Path(tempfile.mkdtemp(prefix="pycgn-bench-synth-"))
+    try:
+        for r in range(args.rounds):
+            for name, what, env in candidates:
+                out = work / f"{what}-{r}"
+                stats = work / f"stats-{r}.json"
+                child = [*me, "--child", what, str(out if what == "pycgn" else out.with_suffix(".pt"))]
+                if what == "pycgn":
+                    child.append(str(stats))
+                dt, rss, rc = _spawn(child, env)
+                if rc != 0:
+                    print(f"{name}: exit status {rc}", file=sys.stderr)
+                    return 1
+                extra = json.loads(stats.read_text()) if what == "pycgn" else {}
+                results[name].append({"seconds": dt, "img_per_s": args.n / dt, "peak_rss_mib": rss, **extra})
+                print(f"round {r}: {name:26s} {dt:8.1f} s  {args.n / dt:8.0f} img/s  peak RSS {rss:7.0f} MiB"
+                      + (f"  (generator waited on the writer {extra.get('generator_waited_s', 0):.2f} s, "
+                         f"writer busy {extra.get('writer_busy_s', 0):.1f} s, backend {extra.get('backend')})"
+                         if extra else ""), flush=True)
+                shutil.rmtree(out, ignore_errors=True)
+                for p in work.glob(f"{what}-{r}*"):
+                    p.unlink() if p.is_file() else shutil.rmtree(p, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    best = {name: max(v, key=lambda x: x["img_per_s"]) for name, v in results.items()}
+    print(f"\nmachine: {_machine()}; n = {args.n:,}, K = 1; best of {args.rounds} round(s)")
+    print("| candidate | img/s | seconds | peak RSS (MiB) |")
+    print("|---|---:|---:|---:|")
+    for name, b in best.items():
+        print(f"| {name} | {b['img_per_s']:.0f} | {b['seconds']:.1f} | {b['peak_rss_mib']:.0f} |")
+    ref = best.get("published, tcmalloc") or best.get("published, glibc malloc")
+    if ref and "pycgn synth" in best:
+        print(f"\npycgn synth / published at its best: {best['pycgn synth']['img_per_s'] / ref['img_per_s']:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": _machine(), "n": args.n, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
