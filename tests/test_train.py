@@ -32,7 +32,7 @@ def test_steps_give_finite_losses_and_change_weights(variant):
     before = {k: v.clone() for k, v in t.cgn.state_dict().items()}
     for _ in range(2):
         losses = t.step()
-        assert set(losses) == {"adv", "mask", "style", "d_real", "d_fake"}
+        assert set(losses) == {"adv", "mask", "style", "mean", "d_real", "d_fake"}
         assert all(math.isfinite(v) for v in losses.values()), losses
         assert losses["style"] > 0 and losses["mask"] > 0
     after = t.cgn.state_dict()

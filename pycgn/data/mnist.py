@@ -140,26 +140,36 @@ def _crops(tex: torch.Tensor, idx: torch.Tensor, g: torch.Generator) -> torch.Te
     return tex[idx[:, None, None], :, ys[:, :, None], xs[:, None, :]].permute(0, 3, 1, 2)
 
 
-def compose(variant: str, digits: np.ndarray, labels: np.ndarray, biased: bool, seed: int) -> torch.Tensor:
-    """Images float32 (N, 3, 32, 32) in [-1, 1] of ``variant`` for grey digits and their labels."""
+def components(variant: str, digits: np.ndarray, labels: np.ndarray, biased: bool,
+               seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The parts of each image: mask (N, 1, 32, 32) in [0, 1], foreground and background
+    (N, 3, 32, 32) in [-1, 1]; the image is ``mask * fg + (1 - mask) * bg``."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     g = torch.Generator().manual_seed(int(seed))
     d = _resize(digits)
     y = torch.as_tensor(labels, dtype=torch.int64)
+    n = y.shape[0]
     if variant == "colored_mnist":
-        x = d * _jittered(PALETTE, _classes(y, biased, g), COLOR_VAR ** 0.5, g)
+        m = d  # grey strokes times the colour on black
+        fg = _jittered(PALETTE, _classes(y, biased, g), COLOR_VAR ** 0.5, g).expand(n, 3, 32, 32)
+        bg = torch.zeros(n, 3, IMAGE_SIZE, IMAGE_SIZE)
     else:
         m = (d > 0.1).float()  # the paper binarises the digit for these two
         if variant == "double_colored_mnist":
-            fg = _jittered(PALETTE, _classes(y, biased, g), 0.01, g)
-            bg = _jittered(BG_PALETTE, _classes(y, biased, g), 0.01, g)
+            fg = _jittered(PALETTE, _classes(y, biased, g), 0.01, g).expand(n, 3, 32, 32)
+            bg = _jittered(BG_PALETTE, _classes(y, biased, g), 0.01, g).expand(n, 3, 32, 32)
         else:
             tex = torch.from_numpy(_textures.textures())
             fg = _crops(tex, _classes(y, biased, g), g)
             bg = _crops(tex, _classes(y, biased, g) + 10, g)
-        x = m * fg + (1.0 - m) * bg
-    return x.mul_(2.0).sub_(1.0).contiguous()
+    return m, (fg * 2 - 1).contiguous(), (bg * 2 - 1).contiguous()
+
+
+def compose(variant: str, digits: np.ndarray, labels: np.ndarray, biased: bool, seed: int) -> torch.Tensor:
+    """Images float32 (N, 3, 32, 32) in [-1, 1] of ``variant`` for grey digits and their labels."""
+    m, fg, bg = components(variant, digits, labels, biased, seed)
+    return (m * fg + (1.0 - m) * bg).contiguous()
 
 
 def build(variant: str, split: str = "train", mnist_dir=None, seed: int = 0,
