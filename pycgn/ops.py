@@ -94,6 +94,34 @@ if _ext.AVAILABLE and hasattr(torch.ops.pycgn, "composite"):
         return out
 
 
+def _setup_context(ctx, inputs, output):
+    mask, fg, bg, fg_offset, bg_offset, out_dtype, layout, lo, hi = inputs
+    ctx.save_for_backward(mask, fg, bg, fg_offset, bg_offset)
+    ctx.args = (out_dtype, layout, lo, hi)
+
+
+def _backward(ctx, grad):
+    """Gradients of the float output through the reference expression (training is not this
+    kernel's job, but a requires_grad input must not silently get no gradient)."""
+    mask, fg, bg, fg_offset, bg_offset = ctx.saved_tensors
+    out_dtype, layout, lo, hi = ctx.args
+    if out_dtype != torch.float32:
+        raise RuntimeError("composite: the uint8 output is not differentiable; use out_dtype='float32'")
+    need = ctx.needs_input_grad[:3]
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_(r) for t, r in zip((mask, fg, bg), need)]
+        v = reference.composite(*leaves, _reduced(fg_offset, fg), _reduced(bg_offset, bg), "float32", layout,
+                                (lo, hi))
+        wanted = [t for t in leaves if t.requires_grad]
+        got = iter(torch.autograd.grad(v, wanted, grad) if wanted else ())
+    grads = [next(got) if r else None for r in need]
+    return (*grads, None, None, None, None, None, None)
+
+
+if _ext.AVAILABLE and hasattr(torch.ops.pycgn, "composite"):
+    torch.library.register_autograd("pycgn::composite", _backward, setup_context=_setup_context)
+
+
 def _as_tensor(name: str, a):
     """numpy -> torch without copying where torch can view the array."""
     if isinstance(a, torch.Tensor):

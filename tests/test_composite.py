@@ -260,11 +260,29 @@ def test_opcheck(out_dtype, layout):
     torch.library.opcheck(torch.ops.pycgn.composite.default, args)
     torch.library.opcheck(torch.ops.pycgn.composite.default, _op_args(n=0, out_dtype=out_dtype, layout=layout))
     torch.library.opcheck(torch.ops.pycgn.composite.default, (*args[:3], None, None, *args[5:]))
+    if out_dtype == torch.float32:  # with gradients: the autograd registration is checked too
+        grad_args = (*[t.clone().requires_grad_() for t in args[:3]], *args[3:])
+        torch.library.opcheck(torch.ops.pycgn.composite.default, grad_args)
     out = torch.ops.pycgn.composite(*args)
     # AOT dispatch cannot functionalise a custom op returning an alias (Tensor(a!)), so the
     # out= overload is checked eagerly and under fake tensors; compiled code uses the functional one.
     torch.library.opcheck(torch.ops.pycgn.composite.out, args, {"out": torch.empty_like(out)},
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+
+
+@needs_ext
+def test_gradients_equal_the_reference():
+    mask, fg, bg = make(3, 1, 3, 7, 9, 5, 11, 7, 9, seed=27)
+    fo, bo = offsets(3, torch.int64, -30, 30), offsets(3, torch.int32, 0, 30)
+    g = torch.randn(3, 3, 7, 9, generator=torch.Generator().manual_seed(28))
+    ins = [t.clone().requires_grad_() for t in (mask, fg, bg)]
+    composite(*ins, fo, bo).backward(g)
+    refs = [t.clone().requires_grad_() for t in (mask, fg, bg)]
+    expected(*refs, fo, bo).backward(g)
+    for a, b in zip(ins, refs):
+        torch.testing.assert_close(a.grad, b.grad)
+    # integer images carry no gradient
+    assert not composite(*[t.clone().requires_grad_() for t in (mask, fg, bg)], fo, bo, out_dtype="uint8").requires_grad
 
 
 @needs_ext
