@@ -241,6 +241,12 @@ class Trainer:
         torch.manual_seed(_mix(cfg.seed, 0xC6))
         self.cgn = MnistCGN()
         init_weights(self.cgn, cfg.init, cfg.init_gain, _mix(cfg.seed, 1))
+        if cfg.recipe == "components":
+            # unit-scale class embeddings (torch's default) instead of the paper's gain 0.1:
+            # against N(0, 1) latents a 0.1-scale label is ignored for thousands of steps
+            with torch.no_grad():
+                g = torch.Generator().manual_seed(_mix(cfg.seed, 2))
+                self.cgn.label_emb.weight.copy_(torch.randn(self.cgn.label_emb.weight.shape, generator=g))
         self.disc = LinearDisc(ndf=cfg.ndf) if cfg.disc == "linear" else ConvDisc(ndf=cfg.ndf)
         self.features = RandomFeatures()
         self.opt_g = torch.optim.Adam(self.cgn.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))

@@ -28,7 +28,7 @@ def _one_thread():
 
 @pytest.mark.parametrize("variant", train.VARIANTS)
 def test_steps_give_finite_losses_and_change_weights(variant):
-    t = train.Trainer(train.config(variant, batch_size=8), data=_data())
+    t = train.Trainer(train.config(variant, batch_size=8, recipe="composite"), data=_data())
     before = {k: v.clone() for k, v in t.cgn.state_dict().items()}
     for _ in range(2):
         losses = t.step()
@@ -41,8 +41,47 @@ def test_steps_give_finite_losses_and_change_weights(variant):
     assert t.step_count == 2
 
 
+def _parts(n=48, seed=0):
+    """Random stand-in components: masks in [0, 1], class-coloured fg and bg in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 10
+    m = (torch.rand(n, 1, 32, 32, generator=g) > 0.7).float()
+    fg = (torch.rand(10, 3, 1, 1, generator=g)[y] * 2 - 1).expand(n, 3, 32, 32).contiguous()
+    bg = torch.rand(n, 3, 32, 32, generator=g) * 2 - 1
+    return m, fg, bg, y
+
+
+@pytest.mark.parametrize("variant", train.VARIANTS)
+def test_component_steps(variant):
+    cfg = train.config(variant, batch_size=8, texture_batch=5)
+    t = train.trainer_class(cfg)(cfg, data=_parts())
+    assert isinstance(t, train.ComponentTrainer)
+    before = t.cgn.f_text1[3].weight.clone()
+    for _ in range(2):
+        losses = t.step()
+        assert set(losses) == {"adv", "mask", "fg", "bg", "d_real", "d_fake"}
+        assert all(math.isfinite(v) for v in losses.values()), losses
+    assert not torch.equal(before, t.cgn.f_text1[3].weight)
+
+
+def test_component_resume_exact(tmp_path):
+    cfg = train.config("wildlife_mnist", batch_size=8, texture_batch=4, seed=2)
+    a = train.ComponentTrainer(cfg, data=_parts())
+    b = train.ComponentTrainer(cfg, data=_parts())
+    for _ in range(3):
+        a.step()
+    b.step()
+    b.save_state(tmp_path / "s.pt")
+    c = train.Trainer.resume(tmp_path / "s.pt", data=_parts())
+    assert isinstance(c, train.ComponentTrainer)
+    c.step()
+    c.step()
+    for k, v in a.cgn.state_dict().items():
+        assert torch.equal(v, c.cgn.state_dict()[k]), k
+
+
 def test_resume_continues_exactly(tmp_path):
-    cfg = train.config("colored_mnist", batch_size=8, seed=5)
+    cfg = train.config("colored_mnist", batch_size=8, seed=5, recipe="composite")
     a = train.Trainer(cfg, data=_data())
     for _ in range(4):
         a.step()
@@ -61,7 +100,7 @@ def test_resume_continues_exactly(tmp_path):
 
 
 def test_train_writes_loadable_checkpoint_and_resumes(tmp_path):
-    cfg = train.config("double_colored_mnist", batch_size=8, epochs=1)
+    cfg = train.config("double_colored_mnist", batch_size=8, epochs=1, recipe="composite")
     path = train.train(cfg, tmp_path, progress=False, save_every=3, data=_data(24))
     assert path == tmp_path / "double_colored_mnist.pt"
     model = pycgn.load(path)
@@ -71,7 +110,7 @@ def test_train_writes_loadable_checkpoint_and_resumes(tmp_path):
     assert (tmp_path / "samples" / "step_000003.png").is_file()
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes left no temporaries
     # a second run with more epochs picks up at step 3
-    cfg2 = train.config("double_colored_mnist", batch_size=8, epochs=2)
+    cfg2 = train.config("double_colored_mnist", batch_size=8, epochs=2, recipe="composite")
     train.train(cfg2, tmp_path, progress=False, resume=True, data=_data(24))
     assert pycgn.load(path).info.extra["steps"] == 6
 
@@ -112,6 +151,8 @@ def test_config_errors():
         train.config("mnist")
     assert train.config("wildlife_mnist").disc == "conv"
     assert train.config("colored_mnist", lr=1e-3).lr == 1e-3
+    with pytest.raises(ValueError, match="recipe"):
+        train.trainer_class(train.config("colored_mnist", recipe="vgg"))
 
 
 def test_cli_bad_arguments(tmp_path, capsys):
