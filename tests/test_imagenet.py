@@ -363,17 +363,18 @@ def test_onnx_export_parity(tiny, tmp_path):
     side = json.loads((out / "pycgn_export.json").read_text())
     assert side["kind"] == "imagenet_cgn" and side["truncation"] == 0.7 and side["opset"] == 20
     assert side["max_offset"] == 0 and side["inputs"][1] == {"name": "y", "shape": ["batch"], "dtype": "int64"}
-    for n in (1, 5):  # the export used a batch of 2: the batch is dynamic
-        d = draw(n, seed=n, truncation=0.7, shared_noise=False)
-        want = _eager(tiny, d, 0.7)
-        for name, y in (("shape", d.shape), ("texture", d.texture), ("background", d.bg)):
-            path = out / side["files"][name]
-            onnx.checker.check_model(onnx.load(str(path)), full_check=True)
-            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            u = {"shape": d.u_shape, "texture": d.u_texture, "background": d.u_bg}[name]
+    draws = {n: draw(n, seed=n, truncation=0.7, shared_noise=False) for n in (1, 5)}  # exported at batch 2
+    want = {n: _eager(tiny, d, 0.7) for n, d in draws.items()}
+    for name in inet.MECHANISMS:
+        path = out / side["files"][name]
+        onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for n, d in draws.items():
+            u, y = {"shape": (d.u_shape, d.shape), "texture": (d.u_texture, d.texture),
+                    "background": (d.u_bg, d.bg)}[name]
             got = torch.from_numpy(sess.run(None, {"u": u.numpy(), "y": y.numpy()})[0])
-            assert got.shape == want[name].shape
-            assert (got - want[name]).abs().max() <= 1e-4, name
+            assert got.shape == want[n][name].shape
+            assert (got - want[n][name]).abs().max() <= 1e-4, (name, n)
 
 
 def test_torchscript_export_parity(tiny, tmp_path):
