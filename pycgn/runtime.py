@@ -34,6 +34,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import hashlib
+import importlib
 import json
 import os
 import platform
@@ -47,10 +48,12 @@ from pathlib import Path
 import torch
 
 from . import _checks
-from . import export as _export
 from .checkpoint import weights_sha256
 from .export import ExportError
 from .models import MnistCGN
+
+# the module itself, even where pycgn/__init__ re-exports a function named ``export``
+_export = importlib.import_module("pycgn.export")
 
 BACKENDS = ("torch", "torch.compile", "torchscript", "onnxruntime")
 MECHANISMS = _export.MECHANISMS

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 import pycgn
-from pycgn import export as ex
+import importlib
+
+ex = importlib.import_module("pycgn.export")  # the module, even if pycgn re-exports a function named export
 from pycgn import runtime as rt
 from pycgn.checkpoint import weights_sha256
 from conftest import published
