@@ -262,7 +262,7 @@ def _store(out: Path, name: str, files: dict) -> str:
             _atomic_bytes(final, files[""], 0o666 & ~umask)
         else:
             if final.exists():
-                shutil.rmtree(final)
+                _remove(final)
             tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out))
             try:
                 for rel, data in files.items():
@@ -308,7 +308,13 @@ def _check_shard(path: Path, fmt: str, start: int, count: int, plan: Plan) -> bo
 
 
 def _remove(path: Path) -> None:
+    """Delete a file or folder; a folder is first renamed to a temporary name, so a kill during the
+    deletion never leaves half a shard under its final name."""
     if path.is_dir() and not path.is_symlink():
+        if not _TMP.match(path.name):
+            doomed = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+            os.rename(path, doomed / path.name)
+            path = doomed
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
@@ -379,7 +385,11 @@ def _differences(old: dict, new: dict) -> list[str]:
 
 def _write_manifest(out: Path, manifest: dict) -> None:
     manifest["shards"] = sorted(manifest["shards"], key=lambda s: s["start"])
-    _atomic_bytes(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode(), 0o666 & ~_umask())
+    try:
+        _atomic_bytes(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode(), 0o666 & ~_umask())
+    except OSError as e:
+        why = "disk full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
+        raise SynthError(f"cannot write {out / MANIFEST}: {why}; rerun the same command to resume") from e
 
 
 # ---------------------------------------------------------------------------------------------
