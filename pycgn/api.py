@@ -58,6 +58,11 @@ class _EagerRunner:
 
 
 def _make_runner(model, backend, device):
+    if getattr(model, "kind", "mnist_cgn") != "mnist_cgn":
+        if backend not in ("auto", "torch"):
+            raise ValueError(f"backend {backend!r} is not available for the {model.kind}; use 'torch' "
+                             "(or export it with pycgn.models.imagenet.export_imagenet)")
+        return _EagerRunner(model)
     try:
         from .runtime import make_runner
     except ImportError:
@@ -90,6 +95,23 @@ class Parts:
         return int(self.shape.shape[0])
 
 
+class _ImagenetSampler:
+    """The ImageNet CGN's draws (truncated noise, 1000 classes, zero offsets) behind the Sampler API."""
+
+    def __init__(self, model, seed: int, counterfactuals: int = 1):
+        self.model, self.seed, self.counterfactuals = model, seed, counterfactuals
+        model.sampler_draw(seed, [])  # validates the seed now rather than at the first draw
+
+    def draw(self, indices, shape=None, texture=None, bg=None) -> Draw:
+        return self.model.sampler_draw(self.seed, indices, shape=shape, texture=texture, bg=bg,
+                                       counterfactuals=self.counterfactuals)
+
+    def draw_n(self, n: int, start: int = 0, **classes) -> Draw:
+        from . import _checks
+        n = _checks.count("n", n)
+        return self.draw(range(start, start + n), **classes)
+
+
 class Generator:
     """A CGN held on one device for many calls, without reloading.
 
@@ -98,9 +120,17 @@ class Generator:
     through PyTorch's intra-op threads, and the runtimes reuse internal buffers between calls).
     """
 
-    def __init__(self, model="colored_mnist", backend="auto", device="auto"):
+    def __init__(self, model="colored_mnist", backend="auto", device="auto", truncation: float | None = None):
         self.device = _device(device)
-        self.model = model if isinstance(model, MnistCGN) else load(model)
+        if isinstance(model, torch.nn.Module):
+            self.model = model
+            if truncation is not None:
+                if getattr(model, "kind", "") != "imagenet_cgn":
+                    raise ValueError("truncation applies to the ImageNet CGN only")
+                from .models.imagenet import _check_truncation
+                model.truncation = _check_truncation(truncation)
+        else:
+            self.model = load(model, truncation=truncation)
         if not hasattr(self.model, "info"):
             from .checkpoint import ModelInfo, weights_sha256
             self.model.info = ModelInfo(sha256=weights_sha256(self.model.state_dict()),
@@ -114,6 +144,10 @@ class Generator:
         return self.model.info
 
     @property
+    def kind(self) -> str:
+        return getattr(self.model, "kind", "mnist_cgn")
+
+    @property
     def backend(self) -> str:
         return self._runner.name
 
@@ -122,7 +156,10 @@ class Generator:
         return tuple(self.model.info.class_names)
 
     def sampler(self, seed: int, counterfactuals: int = 1) -> Sampler:
+        """The seeded sampler of this model's inputs (for the ImageNet CGN: truncated noise)."""
         m = self.model
+        if self.kind == "imagenet_cgn":
+            return _ImagenetSampler(m, seed, counterfactuals)
         return Sampler(seed, n_classes=m.n_classes, latent_dim=m.latent_dim, max_offset=m.image_size,
                        counterfactuals=counterfactuals)
 
@@ -158,6 +195,9 @@ class Generator:
             if v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)):
                 return v
             if isinstance(v, str):
+                if self.kind == "imagenet_cgn":
+                    from .models.imagenet import class_id
+                    return class_id(v, name)
                 if v in names:
                     return names.index(v)
                 if v.strip().lstrip("-").isdigit():
@@ -222,21 +262,22 @@ def _as_output(images: torch.Tensor, output: str):
 
 
 @lru_cache(maxsize=4)
-def _cached_generator(model, backend, device) -> Generator:
-    return Generator(model, backend=backend, device=device)
+def _cached_generator(model, backend, device, truncation) -> Generator:
+    return Generator(model, backend=backend, device=device, truncation=truncation)
 
 
-def get_generator(model="colored_mnist", backend="auto", device="auto") -> Generator:
-    """A Generator kept for reuse across ``pycgn.generate`` calls (by model, backend and device)."""
-    if isinstance(model, MnistCGN):
-        return Generator(model, backend=backend, device=device)
-    if isinstance(model, os.PathLike):
-        model = str(Path(model).resolve())
-    return _cached_generator(model, backend, str(_device(device)))
+def get_generator(model="colored_mnist", backend="auto", device="auto", truncation=None) -> Generator:
+    """A Generator kept for reuse across ``pycgn.generate`` calls (by model, backend, device, truncation)."""
+    if isinstance(model, torch.nn.Module):
+        return Generator(model, backend=backend, device=device, truncation=truncation)
+    if isinstance(model, os.PathLike) or (isinstance(model, str) and os.sep in model):
+        model = str(Path(model).expanduser().resolve())
+    return _cached_generator(model, backend, str(_device(device)), truncation)
 
 
 def generate(shape=None, texture=None, bg=None, n: int = 1, model="colored_mnist", seed: int | None = None,
-             backend: str = "auto", device: str = "auto", output: str = "numpy", return_parts: bool = False):
+             backend: str = "auto", device: str = "auto", output: str = "numpy", return_parts: bool = False,
+             truncation: float | None = None):
     """Counterfactual images in one call.
 
     ``shape``, ``texture``, ``bg``: a class id, a class name, a sequence of ids/names (entries may be
@@ -245,9 +286,12 @@ def generate(shape=None, texture=None, bg=None, n: int = 1, model="colored_mnist
     ``Parts`` object with the images, masks, cropped textures and every input. The same ``seed``
     gives the same images; ``seed=None`` draws one (recorded in ``Parts.seed``).
 
+    ``model`` may also be a published ImageNet CGN (``cgn.pth``): classes are ImageNet-1k ids or
+    names, ``truncation`` (default 0.5) scales the noise and picks the BigGANs' statistics.
+
     >>> img = pycgn.generate(shape=3, texture=7, bg=1, seed=0)  # a "3" coloured like a "7" on a "1"'s background
     """
-    return get_generator(model, backend, device).generate(shape, texture, bg, n=n, seed=seed, output=output,
+    return get_generator(model, backend, device, truncation).generate(shape, texture, bg, n=n, seed=seed, output=output,
                                                           return_parts=return_parts)
 
 
@@ -296,7 +340,7 @@ def save_png(array: np.ndarray, path) -> Path:
 
 def grid(rows: str = "shape", cols: str = "bg", row_classes=None, col_classes=None, shape=None, texture=None,
          bg=None, model="colored_mnist", seed: int = 0, same_noise: bool = True, backend="auto", device="auto",
-         path=None, pad: int = 2, scale: int = 1) -> np.ndarray:
+         path=None, pad: int = 2, scale: int = 1, truncation: float | None = None) -> np.ndarray:
     """A table of images: mechanism ``rows`` takes each of ``row_classes`` down the rows, ``cols``
     each of ``col_classes`` across; the third mechanism takes its argument (None = random).
 
@@ -310,8 +354,10 @@ def grid(rows: str = "shape", cols: str = "bg", row_classes=None, col_classes=No
         raise ValueError(f"rows and cols must be different mechanisms, both are {rows!r}")
     if path is not None:
         check_writable(path)
-    gen = get_generator(model, backend, device)
+    gen = get_generator(model, backend, device, truncation)
     k = len(gen.class_names)
+    if gen.kind == "imagenet_cgn" and (row_classes is None or col_classes is None):
+        raise ValueError("row_classes and col_classes are required for the ImageNet CGN (1000 classes)")
     rc = list(range(k)) if row_classes is None else gen.class_ids("row_classes", list(row_classes), 0)
     cc = list(range(k)) if col_classes is None else gen.class_ids("col_classes", list(col_classes), 0)
     n = len(rc) * len(cc)
@@ -329,7 +375,7 @@ def grid(rows: str = "shape", cols: str = "bg", row_classes=None, col_classes=No
 
 def interpolate(mechanism: str = "shape", start=0, end=1, steps: int = 8, rows: int = 4, shape=None,
                 texture=None, bg=None, model="colored_mnist", seed: int = 0, device="auto", path=None,
-                pad: int = 2, scale: int = 1) -> np.ndarray:
+                pad: int = 2, scale: int = 1, truncation: float | None = None) -> np.ndarray:
     """An interpolation sheet: one mechanism's class embedding moves from ``start`` to ``end`` in
     ``steps`` columns; each of ``rows`` rows keeps its own latents, offsets and other classes.
     Returns the sheet; writes a PNG to ``path``."""
@@ -341,7 +387,7 @@ def interpolate(mechanism: str = "shape", start=0, end=1, steps: int = 8, rows: 
         raise ValueError(f"rows must be an int >= 1, got {rows!r}")
     if path is not None:
         check_writable(path)
-    gen = get_generator(model, "torch", device)
+    gen = get_generator(model, "torch", device, truncation)
     a, b = gen.class_ids("start", start, 1), gen.class_ids("end", end, 1)
     for name, v in (("start", a), ("end", b)):
         if not isinstance(v, int):
@@ -351,6 +397,12 @@ def interpolate(mechanism: str = "shape", start=0, end=1, steps: int = 8, rows: 
     draw = gen.sampler(seed).draw(range(rows), **classes).to(gen.device)
     m = gen.model
     alphas = torch.linspace(0, 1, steps, device=gen.device)
+    if gen.kind == "imagenet_cgn":
+        images = _interpolate_class_vectors(m, draw, mechanism, a, b, alphas, rows, steps)
+        sheet = tile(images, cols=steps, pad=pad, scale=scale)
+        if path is not None:
+            save_png(sheet, path)
+        return sheet
     emb = m.label_emb.weight.detach()
     nets = {"shape": m.f_shape, "texture": m.f_text1, "bg": m.f_text2}
     us = {"shape": draw.u_shape, "texture": draw.u_texture, "bg": draw.u_bg}
@@ -372,6 +424,21 @@ def interpolate(mechanism: str = "shape", start=0, end=1, steps: int = 8, rows: 
     if path is not None:
         save_png(sheet, path)
     return sheet
+
+
+def _interpolate_class_vectors(model, draw, mechanism, a, b, alphas, rows, steps):
+    """The published ImageNet sheets: noise fixed, one mechanism's one-hot class vector blended."""
+    import torch.nn.functional as F
+    k = model.n_classes
+    vec = {m: F.one_hot(getattr(draw, m), k).float().repeat_interleave(steps, 0) for m in MECHANISMS}
+    vec[mechanism] = ((1 - alphas)[:, None] * F.one_hot(torch.tensor(a), k).float().to(alphas.device)
+                      + alphas[:, None] * F.one_hot(torch.tensor(b), k).float().to(alphas.device)).repeat(rows, 1)
+    u = {m: getattr(draw, f"u_{m}").repeat_interleave(steps, 0) for m in MECHANISMS}
+    with torch.inference_mode():
+        mask, fg, bg = model(u["shape"], vec["shape"], u["texture"], vec["texture"], u["bg"], vec["bg"])
+        n = mask.shape[0]
+        zero = torch.zeros(n, 2, dtype=torch.int64, device=mask.device)
+        return _composite(mask, fg, bg, zero, zero, "uint8", "NHWC")
 
 
 # -- info and the command line ----------------------------------------------------------------------
@@ -422,6 +489,8 @@ def _add_common(p, backend=True):
     if backend:
         p.add_argument("--backend", default="auto", help="auto, torch, torchscript or onnxruntime (default: auto)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--truncation", type=float, default=None,
+                   help="ImageNet CGN only: noise truncation in (0, 1] (default: 0.5)")
     p.add_argument("--scale", type=int, default=4, help="enlarge each image this many times (default: 4)")
     p.add_argument("-o", "--out", required=True, help="output PNG file")
 
@@ -436,7 +505,7 @@ def _cmd_generate(args) -> int:
     check_writable(args.out)
     if args.n < 1:
         raise ValueError(f"-n must be >= 1, got {args.n}")
-    gen = get_generator(args.model, args.backend, args.device)
+    gen = get_generator(args.model, args.backend, args.device, args.truncation)
     images = gen.generate(_classes_arg(args.shape), _classes_arg(args.texture), _classes_arg(args.bg), n=args.n,
                           seed=args.seed, output="numpy")
     cols = args.cols or int(np.ceil(np.sqrt(len(images))))
@@ -450,7 +519,7 @@ def _cmd_grid(args) -> int:
                  col_classes=_classes_arg(args.col_classes), shape=_classes_arg(args.shape),
                  texture=_classes_arg(args.texture), bg=_classes_arg(args.bg), model=args.model, seed=args.seed,
                  same_noise=not args.vary_noise, backend=args.backend, device=args.device, path=args.out,
-                 scale=args.scale)
+                 scale=args.scale, truncation=args.truncation)
     print(f"wrote {args.out}: {args.rows} down x {args.cols} across, {sheet.shape[1]}x{sheet.shape[0]} px")
     return 0
 
@@ -459,7 +528,7 @@ def _cmd_interpolate(args) -> int:
     interpolate(mechanism=args.mechanism, start=_classes_arg(args.start), end=_classes_arg(args.end),
                 steps=args.steps, rows=args.rows, shape=_classes_arg(args.shape),
                 texture=_classes_arg(args.texture), bg=_classes_arg(args.bg), model=args.model, seed=args.seed,
-                device=args.device, path=args.out, scale=args.scale)
+                device=args.device, path=args.out, scale=args.scale, truncation=args.truncation)
     print(f"wrote {args.out}: {args.mechanism} from {args.start} to {args.end} in {args.steps} steps")
     return 0
 

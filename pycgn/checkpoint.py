@@ -103,13 +103,32 @@ def _state_dict_and_info(obj, path: Path) -> tuple[dict, ModelInfo]:
                           f"pycgn checkpoint, found {type(obj).__name__})")
 
 
-def load(name_or_path="colored_mnist", device="cpu") -> MnistCGN:
+def _peek(path: Path):
+    """The checkpoint's object, memory-mapped where the file allows (an ImageNet CGN is ~1 GB)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # legacy (non-zip) files cannot be mapped; _read reports real problems
+        return _read(path)
+
+
+def load(name_or_path="colored_mnist", device="cpu", truncation: float | None = None):
     """Load a shipped model by name, a published CGN state dict, or a pycgn checkpoint.
 
-    The model is in eval mode and carries ``model.info`` (a ``ModelInfo``).
+    A published ImageNet CGN (``cgn.pth``) loads as ``pycgn.models.imagenet.ImagenetCGN`` with
+    ``truncation`` (default 0.5); MNIST CGNs load as ``MnistCGN``. The model is in eval mode and
+    carries ``model.info`` (a ``ModelInfo``).
     """
     path = resolve(name_or_path)
-    sd, info = _state_dict_and_info(_read(path), path)
+    obj = _peek(path)
+    if isinstance(obj, dict) and obj.get("format") != FORMAT:
+        from .models.imagenet import TRUNCATION, load_imagenet_cgn, looks_like_imagenet_cgn
+        if looks_like_imagenet_cgn(obj.keys()):
+            del obj
+            return load_imagenet_cgn(path, truncation=TRUNCATION if truncation is None else truncation,
+                                     device=device)
+    if truncation is not None:
+        raise ValueError(f"truncation applies to the ImageNet CGN only; {path} is an MNIST CGN")
+    sd, info = _state_dict_and_info(obj, path)
     model = MnistCGN(image_size=info.image_size, n_classes=len(info.class_names))
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)

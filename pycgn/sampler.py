@@ -19,6 +19,7 @@ import torch
 from . import _checks
 
 # Stream ids: part of the format, shared with the C++ sampler. Never renumber.
+# 16-18 belong to the ImageNet CGN's truncated noise (pycgn.models.imagenet).
 U_SHAPE, U_TEXTURE, U_BG, Y_SHAPE, Y_TEXTURE, Y_BG, FG_OFFSET, BG_OFFSET = range(8)
 SEED_MAX = 2**64 - 1
 

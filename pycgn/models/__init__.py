@@ -1,3 +1,4 @@
 from .mnist import MnistCGN, Mechanism
+from .imagenet import ImagenetCGN, load_imagenet_cgn
 
-__all__ = ["MnistCGN", "Mechanism"]
+__all__ = ["ImagenetCGN", "Mechanism", "MnistCGN", "load_imagenet_cgn"]

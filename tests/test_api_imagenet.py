@@ -1,0 +1,89 @@
+"""generate / grid / interpolate / the CLI with an ImageNet CGN file (tiny random weights)."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import pycgn
+from pycgn import reference
+from pycgn.models.imagenet import ImagenetCGN, save_imagenet_cgn
+
+SIZE = dict(ch=4, resolution=16, u2net_div=16)
+
+
+@pytest.fixture(scope="module")
+def cgn_path(tmp_path_factory):
+    torch.manual_seed(3)
+    m = ImagenetCGN(**SIZE, gt=True)
+    with torch.no_grad():
+        for name, t in m.state_dict().items():
+            if name.endswith(("running_var", "running_vars")):
+                t.copy_(torch.rand(t.shape) + 0.5)
+            elif name.endswith("embeddings.weight"):
+                t.copy_(torch.randn(t.shape))
+    return save_imagenet_cgn(m, tmp_path_factory.mktemp("inet") / "cgn.pth")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _plain_convs():
+    with torch.backends.mkldnn.flags(enabled=False):  # oneDNN primitive setup dominates tiny convs
+        yield
+
+
+def test_load_dispatches_on_the_keys(cgn_path):
+    m = pycgn.load(cgn_path, truncation=0.3)
+    assert m.kind == "imagenet_cgn" and m.truncation == 0.3 and m.image_size == 16
+
+
+def test_generate_with_names_ids_and_truncation(cgn_path):
+    p = pycgn.generate(shape="goldfish", texture=207, bg=[970, None], n=2, model=cgn_path, seed=1,
+                       truncation=0.4, return_parts=True)
+    assert p.images.shape == (2, 16, 16, 3) and p.images.dtype == np.uint8
+    assert p.shape.tolist() == [1, 1] and p.texture.tolist() == [207, 207] and p.bg[0] == 970
+    assert p.u_shape.shape == (2, 128) and float(p.u_shape.abs().max()) <= 0.4 * 2.0 + 1e-6
+    assert torch.equal(p.fg_offset, torch.zeros(2, 2, dtype=torch.int64))
+    again = reference.composite(p.mask, p.foreground, p.background, out_dtype="uint8", layout="NHWC")
+    assert np.abs(again.numpy().astype(int) - p.images.astype(int)).max() <= 1
+    same = pycgn.generate(shape="goldfish", texture=207, bg=[970, None], n=2, model=cgn_path, seed=1,
+                          truncation=0.4)
+    assert np.array_equal(same, p.images)
+    other = pycgn.generate(shape="goldfish", texture=207, bg=[970, None], n=2, model=cgn_path, seed=1,
+                           truncation=0.8)
+    assert not np.array_equal(other, p.images)
+
+
+def test_errors(cgn_path):
+    with pytest.raises(ValueError, match="1000|999"):
+        pycgn.generate(shape=1000, model=cgn_path, seed=0)
+    with pytest.raises(ValueError, match="truncation"):
+        pycgn.generate(model=cgn_path, seed=0, truncation=1.5)
+    with pytest.raises(ValueError, match="backend"):
+        pycgn.generate(model=cgn_path, seed=0, backend="onnxruntime")
+    with pytest.raises(ValueError, match="row_classes and col_classes are required"):
+        pycgn.grid(model=cgn_path)
+
+
+def test_grid_and_interpolation(cgn_path, tmp_path):
+    sheet = pycgn.grid(rows="shape", cols="bg", row_classes=[1, 2], col_classes=[3, 4, 5], model=cgn_path,
+                       path=tmp_path / "g.png", pad=1)
+    assert sheet.shape == (2 * 17 + 1, 3 * 17 + 1, 3)
+    sheet = pycgn.interpolate("texture", start="goldfish", end=980, steps=4, rows=2, model=cgn_path, pad=1,
+                              device="cpu")
+    assert sheet.shape == (2 * 17 + 1, 4 * 17 + 1, 3)
+    # the left column is the plain image of the start class
+    gen = pycgn.Generator(cgn_path, backend="torch", device="cpu")
+    d = gen.sampler(0).draw(range(2), texture=1)
+    left = gen.images(d)[0].numpy()
+    assert np.abs(sheet[1:17, 1:17].astype(int) - left.astype(int)).max() <= 1
+
+
+def test_cli_generate(cgn_path, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pycgn", "generate", "--model", str(cgn_path), "--shape", "goldfish",
+                        "--texture", "207", "--bg", "970", "-n", "2", "--truncation", "0.5", "--scale", "1",
+                        "-o", str(tmp_path / "x.png")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "pycgn", "generate", "--model", str(cgn_path), "--shape", "crane",
+                        "-o", str(tmp_path / "y.png")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "crane" in r.stderr
