@@ -20,7 +20,6 @@ the disk is slower than generation).
 """
 from __future__ import annotations
 
-import argparse
 import errno
 import fcntl
 import hashlib
