@@ -11,7 +11,6 @@ import bisect
 import csv
 import io
 import json
-import os
 import struct
 import tarfile
 import zipfile
