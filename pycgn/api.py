@@ -155,6 +155,21 @@ class Generator:
     def class_names(self) -> tuple[str, ...]:
         return tuple(self.model.info.class_names)
 
+    def pin(self, n: int) -> str:
+        """Fix ``backend="auto"`` to the backend it picks for batches of ``n`` (measured now on
+        first use) and return its name. Backends differ in the last bits, so a dataset that must be
+        bit-identical whatever the batch size pins one backend for its whole run."""
+        candidates = getattr(self._runner, "candidates", None)
+        if not candidates:
+            return self._runner.name
+        chosen = self._runner.backend_for(n)
+        if not chosen:  # first use of this batch-size class here: one call measures the candidates
+            self.images(self.sampler(0).draw(range(n)))
+            chosen = self._runner.backend_for(n) or self._runner.name
+        with self._lock:
+            self._runner = candidates[chosen]
+        return chosen
+
     def sampler(self, seed: int, counterfactuals: int = 1) -> Sampler:
         """The seeded sampler of this model's inputs (for the ImageNet CGN: truncated noise)."""
         m = self.model

@@ -600,17 +600,7 @@ def _pinned_generator(model, backend: str, device, batch_size: int):
     gen = Generator(model, backend, device)
     if backend != "auto" or gen.backend != "auto":
         return gen, gen.backend
-    # TODO(lead): a public Generator.pin(n) would replace these two private look-ups
-    runner = getattr(gen, "_runner", None)
-    chosen = runner.backend_for(batch_size) if hasattr(runner, "backend_for") else ""
-    if not chosen:  # first use of this batch size on this machine: one call measures the candidates
-        gen.images(gen.sampler(0).draw(range(max(batch_size, MIN_BATCH))))
-        chosen = gen.backend
-    candidates = getattr(runner, "candidates", {})
-    if chosen in candidates:
-        gen._runner = candidates[chosen]  # no second session
-        return gen, chosen
-    return Generator(gen.model, chosen, gen.device), chosen
+    return gen, gen.pin(max(batch_size, MIN_BATCH))
 
 
 def synth(model="colored_mnist", n: int = 10000, out="synth", counterfactuals: int = 1, format: str = "npz",
