@@ -118,7 +118,7 @@ def load_digits(split: str = "train", mnist_dir=None) -> tuple[np.ndarray, np.nd
 
 def _resize(digits: np.ndarray) -> torch.Tensor:
     """uint8 (N, 28, 28) -> float (N, 1, 32, 32) in [0, 1], nearest neighbour as the paper."""
-    x = torch.from_numpy(digits).float().div_(255.0)[:, None]
+    x = torch.from_numpy(np.array(digits, dtype=np.float32)).div_(255.0)[:, None]
     return F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="nearest")
 
 
