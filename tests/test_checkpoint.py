@@ -107,3 +107,13 @@ def test_published_checkpoint_by_path():
     m = pycgn.load(published("colored_mnist"))
     assert m.info.variant == "colored_mnist" and m.info.pycgn_version == "published"
     assert not m.training
+
+
+def test_saved_files_get_the_usual_mode(tmp_path, random_model):
+    import os
+    mask = os.umask(0o022)
+    try:
+        p = pycgn.save(random_model, tmp_path / "mode.pt")
+    finally:
+        os.umask(mask)
+    assert p.stat().st_mode & 0o777 == 0o644
