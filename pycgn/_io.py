@@ -13,13 +13,16 @@ def _umask() -> int:
     return mask
 
 
+_UMASK = _umask()  # read once: os.umask is process-wide, so reading it later would race other threads
+
+
 @contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a finished file gets the usual mode
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a finished file gets the usual mode
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f:
