@@ -49,14 +49,22 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def matmul_limit() -> float:
-    """Best float32 GFLOP/s of torch.mm 2048^2 over a few tries."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_limit(device: torch.device = torch.device("cpu")) -> float:
+    """Best float32 GFLOP/s of torch.mm (2048^2 on CPU, 8192^2 on a GPU) over a few tries."""
+    k = 8192 if device.type == "cuda" else 2048
+    a, b = torch.randn(k, k, device=device), torch.randn(k, k, device=device)
     best = 0.0
     for _ in range(5):
+        sync(device)
         t = time.perf_counter()
         torch.mm(a, b)
-        best = max(best, 2 * 2048 ** 3 / (time.perf_counter() - t) / 1e9)
+        sync(device)
+        best = max(best, 2 * k ** 3 / (time.perf_counter() - t) / 1e9)
     return best
 
 
@@ -121,28 +129,31 @@ def main() -> int:
     ap.add_argument("--backends", default="eager,onnxruntime")
     ap.add_argument("--rounds", type=int, default=1, help="timed calls per backend and batch (best kept)")
     ap.add_argument("--truncation", type=float, default=0.5)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: eager on the GPU (timed with synchronisation); onnxruntime stays on the CPU")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "imagenet.md"))
     args = ap.parse_args()
+    device = torch.device(args.device)
     batches = [int(b) for b in args.batches.split(",")]
     backends = args.backends.split(",")
     threads = torch.get_num_threads()
     alloc = "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "glibc malloc"
     load0 = os.getloadavg()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    limit = matmul_limit()
+    limit = matmul_limit(device)
     flops = flops_per_image()
     print(f"{cpu_name()}, {threads} threads, {alloc}; mm limit {limit:.1f} GFLOP/s; "
           f"{flops / 1e9:.1f} GFLOP per image", flush=True)
 
     torch.manual_seed(0)
     t = time.perf_counter()
-    model = inet.ImagenetCGN(gt=False, truncation=args.truncation)
+    model = inet.ImagenetCGN(gt=False, truncation=args.truncation).to(device)
     print(f"model built in {time.perf_counter() - t:.0f} s", flush=True)
     runners, notes = {}, []
     if "eager" in backends:
         runners["eager"] = Eager(model)
     tmp = None
-    if "onnxruntime" in backends:
+    if "onnxruntime" in backends and device.type == "cpu":
         tmp = tempfile.TemporaryDirectory(prefix="pycgn-imagenet-bench-")
         t = time.perf_counter()
         inet.export_imagenet(model, tmp.name, "onnx", truncation=args.truncation)
@@ -151,25 +162,28 @@ def main() -> int:
         runners["onnxruntime"] = Ort(Path(tmp.name), threads)
     composite, comp_name = composite_fn()
 
-    warm = inet.imagenet_draw(1, range(1), truncation=args.truncation)
+    warm = inet.imagenet_draw(1, range(1), truncation=args.truncation).to(device)
     for r in runners.values():
         r(warm)
     rows = []
     for n in batches:
-        d = inet.imagenet_draw(0, range(n), truncation=args.truncation, shared_noise=False)
+        d = inet.imagenet_draw(0, range(n), truncation=args.truncation, shared_noise=False).to(device)
         best = {k: float("inf") for k in runners}
         for _ in range(args.rounds):
             for name, run in runners.items():  # interleaved
+                sync(device)
                 t = time.perf_counter()
                 mask, fg, bg = run(d)
                 composite(mask, fg, bg, d.fg_offset, d.bg_offset, out_dtype="uint8", layout="NHWC")
+                sync(device)
                 best[name] = min(best[name], time.perf_counter() - t)
         for name, s in best.items():
             rows.append((name, n, s))
             print(f"{name:12s} batch {n}: {s:.2f} s, {n / s:.3f} img/s", flush=True)
 
     base = {n: s for name, n, s in rows if name == "eager"}
-    lines = [f"### ImageNet CGN, full size (256x256), {alloc}", "",
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else alloc
+    lines = [f"### ImageNet CGN, full size (256x256), {where}", "",
              f"Machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {threads} threads; "
              f"started {started}; load average {load0[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end "
              "(the machine is shared: figures are lower bounds).", "",

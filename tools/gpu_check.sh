@@ -96,6 +96,14 @@ section_composite_bench() {
   grep -q 'PASS' "$md_out"
 }
 
+section_imagenet_bench() {
+  # the full-size ImageNet CGN (random weights), eager on the GPU, batch 1-8
+  local md_out=$OUT/imagenet_cuda.md
+  "$PY" benchmarks/imagenet.py --device cuda --backends eager --batches 1,2,4,8 --rounds 3 --out "$md_out" || return 1
+  cat "$md_out" >>"$REPORT"
+}
+SECTIONS+=(imagenet_bench)
+
 wanted=("$@")
 [[ ${#wanted[@]} -gt 0 ]] || wanted=("${SECTIONS[@]}")
 md "# pycgn GPU check ($(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))" ""
