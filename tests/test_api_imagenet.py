@@ -87,3 +87,16 @@ def test_cli_generate(cgn_path, tmp_path):
     r = subprocess.run([sys.executable, "-m", "pycgn", "generate", "--model", str(cgn_path), "--shape", "crane",
                         "-o", str(tmp_path / "y.png")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "crane" in r.stderr
+
+
+def test_synth_with_an_imagenet_cgn(cgn_path, tmp_path):
+    from pycgn.data import SynthDataset
+    from pycgn.synth import synth
+    man = synth(cgn_path, n=7, out=tmp_path / "ds", shard_size=4, backend="torch", device="cpu", quiet=True)
+    assert [s["count"] for s in man["shards"]] == [4, 3]
+    ds = SynthDataset(tmp_path / "ds")
+    image, labels = ds[5]
+    assert image.shape == (3, 16, 16) and 0 <= labels["shape"] < 1000
+    gen = pycgn.Generator(cgn_path, backend="torch", device="cpu")
+    again = gen.images(gen.sampler(0).draw([5]))[0].permute(2, 0, 1)
+    assert (again.int() - image.int()).abs().max() <= 1
