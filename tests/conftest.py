@@ -16,20 +16,22 @@ def published(variant: str) -> Path:
     return p
 
 
-@pytest.fixture
-def random_model():
+def random_mnist(seed: int = 1234):
     """An MnistCGN with random, non-trivial weights and running statistics (eval mode)."""
     from pycgn.models import MnistCGN
-    g = torch.Generator().manual_seed(1234)
+    g = torch.Generator().manual_seed(seed)
     m = MnistCGN()
     with torch.no_grad():
         for name, t in m.state_dict().items():
             if t.is_floating_point():
-                if name.endswith("running_var"):
-                    t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-                else:
-                    t.copy_(torch.randn(t.shape, generator=g) * 0.2)
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5 if name.endswith("running_var")
+                        else torch.randn(t.shape, generator=g) * 0.2)
     return m.eval()
+
+
+@pytest.fixture
+def random_model():
+    return random_mnist(1234)
 
 
 @pytest.fixture(autouse=True)

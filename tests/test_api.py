@@ -8,18 +8,13 @@ from PIL import Image
 
 import pycgn
 from pycgn import reference
+from conftest import random_mnist
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     """A saved random-weight model: the API does not depend on which weights it runs."""
-    from pycgn.models import MnistCGN
-    torch.manual_seed(0)
-    m = MnistCGN()
-    with torch.no_grad():
-        for name, t in m.state_dict().items():
-            if t.is_floating_point():
-                t.copy_(torch.rand(t.shape) + 0.5 if name.endswith("running_var") else torch.randn(t.shape) * 0.2)
+    m = random_mnist(0)
     return pycgn.save(m, tmp_path_factory.mktemp("models") / "random.pt", variant="custom")
 
 

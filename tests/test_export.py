@@ -13,20 +13,9 @@ import importlib
 
 ex = importlib.import_module("pycgn.export")  # the module, even if pycgn re-exports a function named export
 from pycgn.checkpoint import weights_sha256
-from conftest import published
+from conftest import published, random_mnist as _random_model
 
 onnx = pytest.importorskip("onnx", reason="onnx is a pycgn dependency; this environment lacks it")
-
-
-def _random_model(seed):
-    g = torch.Generator().manual_seed(seed)
-    m = pycgn.MnistCGN()
-    with torch.no_grad():
-        for name, t in m.state_dict().items():
-            if t.is_floating_point():
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5 if name.endswith("running_var")
-                        else torch.randn(t.shape, generator=g) * 0.2)
-    return m.eval()
 
 
 @pytest.fixture(scope="module")
