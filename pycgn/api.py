@@ -568,8 +568,6 @@ def _cmd_info(args) -> int:
 
 
 def register_cli(sub) -> None:
-    import argparse
-    fmt = argparse.ArgumentDefaultsHelpFormatter
     p = sub.add_parser("generate", help="write a PNG grid of counterfactual images",
                        description="Generate counterfactual images: each mechanism takes its own class. "
                                    "Example: pycgn generate --shape 3 --texture 7 --bg 1 -n 16 --seed 5 -o out.png")
@@ -606,4 +604,3 @@ def register_cli(sub) -> None:
     p = sub.add_parser("info", help="models, backends, kernels and versions of this install")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_info)
-    del fmt

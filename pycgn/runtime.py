@@ -224,22 +224,14 @@ class TorchRunner(Runner):
         return s(u_shape, y_shape), t(u_texture, y_texture), b(u_bg, y_bg)
 
 
-class CompileRunner(Runner):
+class CompileRunner(TorchRunner):
     name = "torch.compile"
 
     def __init__(self, model, device):
         super().__init__(model, device)
-        self.model = model.to(self.device).eval()
         self.providers = [f"inductor-{self.device.type}"]
         # dynamic=True: one graph for every batch size (and one for batch 1), not one per size.
-        self.nets = [torch.compile(mech.eval(), dynamic=True, options={"freezing": True})
-                     for mech in model.mechanisms().values()]
-        if self.device.type == "cpu":
-            tune_malloc()
-
-    def _run(self, u_shape, y_shape, u_texture, y_texture, u_bg, y_bg):
-        s, t, b = self.nets
-        return s(u_shape, y_shape), t(u_texture, y_texture), b(u_bg, y_bg)
+        self.nets = [torch.compile(mech, dynamic=True, options={"freezing": True}) for mech in self.nets]
 
 
 class TorchScriptRunner(Runner):
