@@ -157,6 +157,17 @@ def _torchscript_bytes(mech: torch.nn.Module, example, meta: dict) -> bytes:
     return buf.getvalue()
 
 
+def prepare_out_dir(out_dir) -> Path:
+    """The export folder as a Path, created if needed; a clear error for a non-path or a file."""
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise TypeError(f"out_dir must be a path, got {type(out_dir).__name__}")
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"out_dir {out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def export(model, out_dir, format: str = "onnx") -> Path:
     """Write the shape, texture and background generators of ``model`` to ``out_dir``.
 
@@ -166,12 +177,7 @@ def export(model, out_dir, format: str = "onnx") -> Path:
     """
     fmt = _check_format(format)
     model = _as_model(model)
-    if not isinstance(out_dir, (str, os.PathLike)):
-        raise TypeError(f"out_dir must be a path, got {type(out_dir).__name__}")
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"out_dir {out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out_dir(out_dir)
 
     # Export a CPU float32 copy: the files are device-neutral and the live model is untouched.
     cpu = MnistCGN(n_classes=model.n_classes, latent_dim=model.latent_dim, image_size=model.image_size)

@@ -208,7 +208,17 @@ class Runner:
         raise NotImplementedError
 
 
-class TorchRunner(Runner):
+class _NetsRunner(Runner):
+    """A runner whose ``nets`` are three torch callables ``(u, y) -> image``: eager, compiled or loaded."""
+
+    nets: list
+
+    def _run(self, u_shape, y_shape, u_texture, y_texture, u_bg, y_bg):
+        s, t, b = self.nets
+        return s(u_shape, y_shape), t(u_texture, y_texture), b(u_bg, y_bg)
+
+
+class TorchRunner(_NetsRunner):
     name = "torch"
 
     def __init__(self, model, device):
@@ -218,10 +228,6 @@ class TorchRunner(Runner):
         self.nets = list(self.model.mechanisms().values())  # inputs are checked once, in __call__
         if self.device.type == "cpu":
             tune_malloc()
-
-    def _run(self, u_shape, y_shape, u_texture, y_texture, u_bg, y_bg):
-        s, t, b = self.nets
-        return s(u_shape, y_shape), t(u_texture, y_texture), b(u_bg, y_bg)
 
 
 class CompileRunner(TorchRunner):
@@ -234,7 +240,7 @@ class CompileRunner(TorchRunner):
         self.nets = [torch.compile(mech, dynamic=True, options={"freezing": True}) for mech in self.nets]
 
 
-class TorchScriptRunner(Runner):
+class TorchScriptRunner(_NetsRunner):
     name = "torchscript"
 
     def __init__(self, model, device, export_dir=None, sha=None):
@@ -248,10 +254,6 @@ class TorchScriptRunner(Runner):
         if self.device.type == "cpu":
             tune_malloc()
         _parity(self.name, self._run, model.to(self.device), self.device, self.paths)
-
-    def _run(self, u_shape, y_shape, u_texture, y_texture, u_bg, y_bg):
-        s, t, b = self.nets
-        return s(u_shape, y_shape), t(u_texture, y_texture), b(u_bg, y_bg)
 
 
 def _ort_providers(device: torch.device, cache: Path, latent_dim: int) -> list:

@@ -517,12 +517,7 @@ def export_imagenet(model: ImagenetCGN, out_dir, format: str = "onnx", truncatio
     if class_input not in CLASS_INPUTS:
         raise ValueError(f"class_input must be one of {', '.join(CLASS_INPUTS)}, got {class_input!r}")
     t = model.truncation if truncation is None else _check_truncation(truncation)
-    if not isinstance(out_dir, (str, os.PathLike)):
-        raise TypeError(f"out_dir must be a path, got {type(out_dir).__name__}")
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"out_dir {out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    out = ex.prepare_out_dir(out_dir)
 
     # The files are device-neutral: export from CPU float32 (a copy only when the model is elsewhere).
     p = next(model.parameters())
