@@ -7,7 +7,8 @@ Each candidate runs in a fresh subprocess on the same weights; the time is from 
   mask, then a full counterfactual forward per image, K=1; float images kept in memory, one
   ``torch.save`` at the end), written here from the paper's description. Run with glibc's
   allocator and, at its best, with tcmalloc preloaded (``apt-get install libtcmalloc-minimal4``).
-- ``pycgn``: ``pycgn synth --format npz`` (default settings).
+- ``pycgn``: ``pycgn synth --format npz`` (default settings: float32, ``--backend auto``).
+- ``pycgn bf16``: the same with ``--backend torch-bf16`` (bfloat16 nets; AMX/AVX512-BF16 CPUs).
 
     python benchmarks/synth.py --n 100000                    # the comparison (minutes)
     python benchmarks/synth.py --n 1000000 --only pycgn      # peak RSS of a large run
@@ -107,6 +108,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--model", default=str(DEFAULT_MODEL))
     ap.add_argument("--only", choices=("published", "pycgn"), default=None)
+    ap.add_argument("--no-bf16", action="store_true", help="skip the --backend torch-bf16 candidate")
     ap.add_argument("--pycgn-args", default="", help="extra arguments for pycgn synth, e.g. '--batch-size 512'")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the candidates, interleaved")
     ap.add_argument("--json", default=None, help="write the results here")
@@ -127,27 +129,27 @@ def main() -> int:
     base_env.pop("LD_PRELOAD", None)
     tc_env = {**base_env, "LD_PRELOAD": TCMALLOC}
     me = [sys.executable, os.path.abspath(__file__), "--n", str(args.n), "--model", args.model]
-    if args.pycgn_args:
-        me += ["--pycgn-args=" + args.pycgn_args]
     candidates = []
     if args.only in (None, "published"):
         if have_tc:
-            candidates.append(("published, tcmalloc", "published", tc_env))
-        candidates.append(("published, glibc malloc", "published", base_env))
+            candidates.append(("published, tcmalloc", "published", tc_env, []))
+        candidates.append(("published, glibc malloc", "published", base_env, []))
     if args.only in (None, "pycgn"):
-        candidates.append(("pycgn synth", "pycgn", base_env))
+        candidates.append(("pycgn synth", "pycgn", base_env, []))
         if have_tc and args.only is None:
-            candidates.append(("pycgn synth, tcmalloc", "pycgn", tc_env))
-    results = {name: [] for name, _, _ in candidates}
+            candidates.append(("pycgn synth, tcmalloc", "pycgn", tc_env, []))
+        if not args.no_bf16:
+            candidates.append(("pycgn synth --backend torch-bf16", "pycgn", base_env, ["--backend", "torch-bf16"]))
+    results = {name: [] for name, *_ in candidates}
     work = Path(tempfile.mkdtemp(prefix="pycgn-bench-synth-"))
     try:
         for r in range(args.rounds):
-            for name, what, env in candidates:
+            for name, what, env, extra_args in candidates:
                 out = work / f"{what}-{r}"
                 stats = work / f"stats-{r}.json"
                 child = [*me, "--child", what, str(out if what == "pycgn" else out.with_suffix(".pt"))]
                 if what == "pycgn":
-                    child.append(str(stats))
+                    child += [str(stats), "--pycgn-args=" + " ".join([*args.pycgn_args.split(), *extra_args])]
                 dt, rss, rc = _spawn(child, env)
                 if rc != 0:
                     print(f"{name}: exit status {rc}", file=sys.stderr)
@@ -170,8 +172,9 @@ def main() -> int:
     for name, b in best.items():
         print(f"| {name} | {b['img_per_s']:.0f} | {b['seconds']:.1f} | {b['peak_rss_mib']:.0f} |")
     ref = best.get("published, tcmalloc") or best.get("published, glibc malloc")
-    if ref and "pycgn synth" in best:
-        print(f"\npycgn synth / published at its best: {best['pycgn synth']['img_per_s'] / ref['img_per_s']:.2f}x")
+    for name in best:
+        if ref and name.startswith("pycgn synth"):
+            print(f"{name} / published at its best: {best[name]['img_per_s'] / ref['img_per_s']:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": _machine(), "n": args.n, "results": results}, indent=1))
     return 0

@@ -5,6 +5,24 @@ import warnings
 
 import torch  # noqa: F401  (loads libc10/libtorch, which pycgn._C links against)
 
+
+def _init_vector_math() -> None:
+    """Make MKL's vector math initialise on one thread before any parallel call.
+
+    torch's CPU ``tanh`` (and ``exp``, ``log``...) on contiguous float data calls MKL VML per
+    OpenMP chunk. When the first such call in a process runs on two threads at once, one thread
+    now and then (8 of 150 fresh processes on a loaded 2-core machine) computes its whole chunk
+    differently, by up to 4e-5: a texture net's output, and so the dataset's bytes, then depends
+    on the process. A first call too small to be split (so on this thread only) removed it
+    (0 of 150).
+    """
+    x = torch.full((8,), 0.5)
+    for op in (torch.tanh, torch.exp, torch.log, torch.sqrt, torch.log1p, torch.expm1):
+        op(x)
+
+
+_init_vector_math()
+
 try:
     from . import _C  # noqa: F401  (importing it registers the torch.ops.pycgn operators)
     AVAILABLE = True

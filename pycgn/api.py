@@ -502,7 +502,7 @@ def _add_common(p, backend=True):
                         "checkpoint path (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same images (default: 0)")
     if backend:
-        p.add_argument("--backend", default="auto", help="auto, torch, torchscript or onnxruntime (default: auto)")
+        p.add_argument("--backend", default="auto", help="auto, torch, torch-bf16, torch.compile, torchscript or onnxruntime (default: auto)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--truncation", type=float, default=None,
                    help="ImageNet CGN only: noise truncation in (0, 1] (default: 0.5)")

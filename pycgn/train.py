@@ -80,6 +80,7 @@ class Config:
     recipe: str = "components"    # "components" or "composite", see the module docstring
     texture_lr_mult: float = 10.0
     texture_batch: int = 16       # "components": samples per step for the texture nets
+    mask_ndf: int = 512           # "components": width of the mask discriminator (an MLP)
     extra: dict = field(default_factory=dict)
 
 
@@ -421,7 +422,7 @@ class ComponentTrainer(Trainer):
     def __init__(self, cfg: Config, mnist_dir=None, data=None):
         super().__init__(cfg, mnist_dir=mnist_dir, data=data)
         torch.manual_seed(_mix(cfg.seed, 0xD1))
-        self.disc = LinearDisc(ndf=cfg.ndf, channels=1)
+        self.disc = LinearDisc(ndf=cfg.mask_ndf, channels=1)
         # the texture nets regress to fixed statistics, which is stable at a high rate; their
         # last BatchNorm + tanh must reach saturated colours (black is tanh = -1), which at
         # the GAN's 2e-4 takes tens of thousands of steps

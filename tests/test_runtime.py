@@ -82,6 +82,36 @@ def test_torch_compile_matches_eager(model):
     _assert_matches_eager(runner, model, sizes=(7, 64))
 
 
+def test_bf16_close_to_eager_and_model_untouched():
+    """bfloat16 is not bit-compatible: its images must stay within a few uint8 levels."""
+    model = pycgn.load("colored_mnist")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    runner = rt.make_runner(model, backend="torch-bf16")
+    assert runner.name == "torch-bf16" and runner.providers == ["torch-cpu-bf16"]
+    for k, v in model.state_dict().items():  # the bf16 copy must not convert the caller's model
+        assert v.dtype == before[k].dtype and torch.equal(v, before[k]), k
+    gen = pycgn.Generator(model, backend="torch")
+    low = pycgn.Generator(model, backend="torch-bf16")
+    draw = gen.sampler(5).draw(range(300))
+    want, got = gen.images(draw), low.images(draw)
+    assert want.shape == got.shape and want.dtype == got.dtype == torch.uint8
+    diff = (want.int() - got.int()).abs().float()
+    assert diff.mean() < 1.0 and torch.quantile(diff.flatten(), 0.999) <= 8, (diff.mean(), diff.max())
+    assert (diff > 0).any()  # it did run in bfloat16
+    mask, fg, bg = runner(*_inputs(7, 3))
+    assert all(t.dtype == torch.float32 and t.is_contiguous() for t in (mask, fg, bg))
+
+
+def test_bf16_same_bits_whatever_the_batch():
+    model = _random_model(778)
+    runner = rt.make_runner(model, backend="torch-bf16")
+    args = _inputs(64, 9)
+    whole = runner(*args)
+    parts = [runner(*[a[i:i + 16] for a in args]) for i in range(0, 64, 16)]
+    for w, p in zip(whole, zip(*parts)):
+        assert torch.equal(w, torch.cat(p))
+
+
 def test_published_model_on_torchscript(use_cache):
     m = pycgn.load(published("double_colored_mnist"))
     _assert_matches_eager(rt.make_runner(m, backend="torchscript"), m, sizes=(5,))

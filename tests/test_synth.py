@@ -116,8 +116,9 @@ def test_webdataset_package_reads_shards(ckpt, tmp_path):
         np.testing.assert_array_equal(np.float32(rec["u_texture"]), draw.u_texture[i].numpy())
 
 
-def test_same_bytes_whatever_batch_size_and_workers(ckpt, tmp_path):
-    kw = dict(n=45, shard_size=20, counterfactuals=3, seed=7)
+@pytest.mark.parametrize("backend", ["torch", "torch-bf16"])
+def test_same_bytes_whatever_batch_size_and_workers(ckpt, tmp_path, backend):
+    kw = dict(n=45, shard_size=20, counterfactuals=3, seed=7, backend=backend)
     run(ckpt, tmp_path / "a", batch_size=256, **kw)
     run(ckpt, tmp_path / "b", batch_size=1, **kw)   # padded batches: a batch of one takes other kernels
     run(ckpt, tmp_path / "c", batch_size=6, workers=2, **kw)  # two spawned processes
