@@ -92,7 +92,7 @@ def worker(args) -> dict:
     from pycgn import runtime
     model, source = _model()
     cands = {"eager": None}
-    backends = ["torch", "torchscript", "onnxruntime", "auto"]
+    backends = ["torch", "torch-bf16", "torchscript", "onnxruntime", "auto"]
     if args.compile and "torch.compile" in runtime.available_backends():
         backends.insert(1, "torch.compile")
     for b in backends:

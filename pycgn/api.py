@@ -458,6 +458,16 @@ def _interpolate_class_vectors(model, draw, mechanism, a, b, alphas, rows, steps
 
 # -- info and the command line ----------------------------------------------------------------------
 
+def _cpu_bfloat16() -> str:
+    """How this CPU runs bfloat16 (the ``torch-bf16`` backend): AMX, AVX512-BF16 or emulated."""
+    cpu = getattr(torch, "cpu", None)
+    if cpu is not None and getattr(cpu, "_is_amx_tile_supported", lambda: False)():
+        return "native (AMX)"
+    if cpu is not None and getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
+        return "native (AVX512-BF16)"
+    return "emulated (slow: prefer the float32 backends)"
+
+
 def info() -> dict:
     """What this install can do: version, models, backends, kernels."""
     from . import _ext, checkpoint
@@ -470,6 +480,7 @@ def info() -> dict:
                       "cuda_kernels": _ext.has_cuda_kernels() if _ext.AVAILABLE else False,
                       "error": None if _ext.AVAILABLE else str(_ext.ERROR)},
         "cuda_available": torch.cuda.is_available(),
+        "cpu_bfloat16": _cpu_bfloat16(),
         "models": {name: str(checkpoint.shipped_path(name)) if checkpoint.shipped_path(name).is_file()
                    else None for name in checkpoint.SHIPPED},
     }
@@ -559,6 +570,7 @@ def _cmd_info(args) -> int:
     print(f"extension: {'loaded' if ext['loaded'] else 'NOT loaded: ' + str(ext['error'])}; "
           f"CPU kernels: {'yes' if ext['cpu_kernels'] else 'no'}; CUDA kernels: {'yes' if ext['cuda_kernels'] else 'no'}")
     print(f"CUDA device: {'yes' if data['cuda_available'] else 'no'}")
+    print(f"CPU bfloat16: {data['cpu_bfloat16']}")
     print(f"backends: {', '.join(data['backends'])}")
     if data["onnxruntime"]:
         print(f"onnxruntime {data['onnxruntime']['version']}: {', '.join(data['onnxruntime']['providers'])}")

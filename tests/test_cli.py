@@ -44,7 +44,8 @@ def test_grid_and_interpolate_and_info(model_path, tmp_path):
     assert r.returncode == 0, r.stderr
     assert np.asarray(Image.open(tmp_path / "i.png")).shape == (36, 3 * 34 + 2, 3)
     r = run("info")
-    assert r.returncode == 0 and "backends:" in r.stdout
+    assert r.returncode == 0 and "backends:" in r.stdout and "torch-bf16" in r.stdout
+    assert "CPU bfloat16: " in r.stdout
     # a fresh process must load the extension (it links libtorch, which torch must load first)
     assert "extension: loaded; CPU kernels: yes" in r.stdout, r.stdout
 
