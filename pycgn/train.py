@@ -361,15 +361,18 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         with self._autocast():
             lg, x_gen = self.losses_g(x_real, y)
-            lg = {k: v.float() for k, v in lg.items()}
+        return self._update(lg, x_real, x_gen, y)
+
+    def _update(self, lg: dict, real, fake, y) -> dict[str, float]:
+        """Step the generator on its losses ``lg``, then the LSGAN discriminator on real vs fake."""
+        lg = {k: v.float() for k, v in lg.items()}
         sum(lg.values()).backward()
         self.opt_g.step()
-        # discriminator
         self.opt_d.zero_grad(set_to_none=True)
         ones, zeros = torch.ones(y.shape[0]), torch.zeros(y.shape[0])
         with self._autocast():
-            ld = {"d_real": F.mse_loss(self.disc(x_real, y).float(), ones),
-                  "d_fake": F.mse_loss(self.disc(x_gen.detach(), y).float(), zeros)}
+            ld = {"d_real": F.mse_loss(self.disc(real, y).float(), ones),
+                  "d_fake": F.mse_loss(self.disc(fake.detach(), y).float(), zeros)}
         (0.5 * sum(ld.values())).backward()
         self.opt_d.step()
         self.step_count += 1
@@ -487,18 +490,7 @@ class ComponentTrainer(Trainer):
                   "mask": self.cfg.mask_weight * -(mask * mask.log() + (1 - mask) * (1 - mask).log()).mean(),
                   "fg": self._texture_loss(cgn.f_text1, fg_real[:tb], y[:tb]),
                   "bg": self._texture_loss(cgn.f_text2, bg_real[:tb], y[:tb])}
-            lg = {k: v.float() for k, v in lg.items()}
-        sum(lg.values()).backward()
-        self.opt_g.step()
-        self.opt_d.zero_grad(set_to_none=True)
-        ones, zeros = torch.ones(y.shape[0]), torch.zeros(y.shape[0])
-        with self._autocast():
-            ld = {"d_real": F.mse_loss(self.disc(m_real * 2 - 1, y).float(), ones),
-                  "d_fake": F.mse_loss(self.disc(mask.detach() * 2 - 1, y).float(), zeros)}
-        (0.5 * sum(ld.values())).backward()
-        self.opt_d.step()
-        self.step_count += 1
-        return {k: v.item() for k, v in {**lg, **ld}.items()}
+        return self._update(lg, m_real * 2 - 1, mask * 2 - 1, y)
 
 
 def trainer_class(cfg: Config):
