@@ -8,7 +8,8 @@ Each candidate runs in a fresh subprocess on the same weights; the time is from 
   ``torch.save`` at the end), written here from the paper's description. Run with glibc's
   allocator and, at its best, with tcmalloc preloaded (``apt-get install libtcmalloc-minimal4``).
 - ``pycgn``: ``pycgn synth --format npz`` (default settings: float32, ``--backend auto``).
-- ``pycgn bf16``: the same with ``--backend torch-bf16`` (bfloat16 nets; AMX/AVX512-BF16 CPUs).
+- ``pycgn synth --backend torch-bf16``: bfloat16 generator nets (fast on AMX/AVX512-BF16 CPUs);
+  ``--no-bf16`` leaves it out.
 
     python benchmarks/synth.py --n 100000                    # the comparison (minutes)
     python benchmarks/synth.py --n 1000000 --only pycgn      # peak RSS of a large run

@@ -460,10 +460,10 @@ def _interpolate_class_vectors(model, draw, mechanism, a, b, alphas, rows, steps
 
 def _cpu_bfloat16() -> str:
     """How this CPU runs bfloat16 (the ``torch-bf16`` backend): AMX, AVX512-BF16 or emulated."""
-    cpu = getattr(torch, "cpu", None)
-    if cpu is not None and getattr(cpu, "_is_amx_tile_supported", lambda: False)():
+    # private torch helpers: absent ones (another torch) read as "no"
+    if getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)():
         return "native (AMX)"
-    if cpu is not None and getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
+    if getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
         return "native (AVX512-BF16)"
     return "emulated (slow: prefer the float32 backends)"
 
