@@ -12,7 +12,12 @@ background are known. Each mechanism learns from its own part:
 - texture and background: random circular crops of their outputs (the paper's
   "shuffler", which keeps shape out of the texture nets) match the real foreground /
   background of the same class under a style loss: Gram matrices of features plus
-  per-channel mean and standard deviation.
+  per-channel mean and standard deviation. For patterned textures (wildlife) two more
+  terms: the L1 distance of the crops' amplitude spectra (where stripes and dots repeat)
+  and a class-conditional patch GAN (``PatchDisc``, LSGAN). With the Gram loss alone the
+  wildlife texture nets drew colour blotches, and a classifier trained on their
+  counterfactuals scored 71.8 % instead of the 90.4 % it scores on the same masks with the
+  real textures.
 
 ``composite``: the paper's recipe, a GAN on composed images only (``x = m * fg + (1 - m) * bg``)
 with the class-conditional discriminator, mask loss and style loss, plus class-mean
@@ -81,6 +86,8 @@ class Config:
     texture_lr_mult: float = 10.0
     texture_batch: int = 16       # "components": samples per step for the texture nets
     mask_ndf: int = 512           # "components": width of the mask discriminator (an MLP)
+    texture_adv: float = 0.0      # "components": weight of the texture nets' patch GAN (0: none)
+    texture_spectrum: float = 0.0  # "components": weight of the amplitude-spectrum loss (0: none)
     extra: dict = field(default_factory=dict)
 
 
@@ -89,7 +96,8 @@ class Config:
 CONFIGS = {
     "colored_mnist": Config("colored_mnist", "linear", 512, "orthogonal", 0.1, 0.1),
     "double_colored_mnist": Config("double_colored_mnist", "linear", 512, "orthogonal", 0.2, 0.3),
-    "wildlife_mnist": Config("wildlife_mnist", "conv", 32, "normal", 0.03, 0.3),
+    "wildlife_mnist": Config("wildlife_mnist", "conv", 32, "normal", 0.03, 0.3, texture_adv=0.1,
+                             texture_spectrum=1.0),
 }
 
 
@@ -141,6 +149,28 @@ class ConvDisc(nn.Module):
         return self.net(torch.cat([x, e], 1)).flatten()
 
 
+class PatchDisc(nn.Module):
+    """Class-conditional patch discriminator for texture crops: a 4x4 grid of LSGAN scores
+    (8 px apart) over a 32x32 crop, averaged; the class enters as embedded input channels.
+
+    Gram statistics alone let the texture nets settle on blotches of the right colours; a
+    judge of local patches is what makes them draw the stripes, checks and dots."""
+
+    def __init__(self, n_classes: int = 20, ndf: int = 32, emb: int = 8):
+        super().__init__()
+        self.emb = nn.Embedding(n_classes, emb)
+        self.net = nn.Sequential(
+            nn.Conv2d(3 + emb, ndf, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(ndf, ndf * 2, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(ndf * 4, 1, 3, 1, 1),
+        )
+
+    def forward(self, x, y):
+        e = self.emb(y)[:, :, None, None].expand(-1, -1, *x.shape[-2:])
+        return self.net(torch.cat([x, e], 1)).flatten(1).mean(1)
+
+
 class RandomFeatures(nn.Module):
     """Fixed random 4-block conv net whose Gram matrices stand in for VGG16 style features.
 
@@ -176,6 +206,12 @@ def gram(f: torch.Tensor) -> torch.Tensor:
     n, c, h, w = f.shape
     f = f.reshape(n, c, h * w)
     return f @ f.transpose(1, 2) / (c * h * w) ** 0.5 / (h * w) ** 0.5
+
+
+def amplitude_spectrum(x: torch.Tensor) -> torch.Tensor:
+    """|FFT| per channel of the mean-free image: where a texture's stripes, checks or dots
+    repeat and how strongly, whatever the crop offset (a circular shift leaves it unchanged)."""
+    return torch.fft.rfft2(x - x.mean((2, 3), keepdim=True), norm="ortho").abs()
 
 
 def init_weights(model: nn.Module, kind: str, gain: float, seed: int) -> None:
@@ -435,6 +471,10 @@ class ComponentTrainer(Trainer):
             {"params": list(c.label_emb.parameters()) + list(c.f_shape.parameters()), "lr": cfg.lr},
             {"params": texture, "lr": cfg.lr * cfg.texture_lr_mult}], betas=tuple(cfg.betas))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+        # one judge for both texture nets: classes 0-9 are foregrounds, 10-19 backgrounds
+        self.tex_disc = PatchDisc(2 * c.n_classes) if cfg.texture_adv else None
+        self.opt_td = (torch.optim.Adam(self.tex_disc.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+                       if self.tex_disc is not None else None)
 
     def _epoch(self, epoch: int):
         if self._epoch_cache[0] != epoch:
@@ -463,7 +503,9 @@ class ComponentTrainer(Trainer):
         i = (step % spe) * b
         return tuple(p[i:i + b] for p in parts)
 
-    def _texture_loss(self, net, real, y):
+    def _texture_loss(self, net, real, y, tex_class):
+        """Style + moment loss of random crops of ``net``'s textures against ``real`` crops of
+        the same classes, plus the patch GAN's; returns (loss, crops)."""
         cgn = self.cgn
         n = y.shape[0]
         out = net(torch.cat([torch.randn(n, cgn.latent_dim), cgn.label_emb(y)], 1)).float()
@@ -474,7 +516,12 @@ class ComponentTrainer(Trainer):
                     for w, a, b in zip(self.cfg.style_weights, fa, fb) if w)
         moments = (F.l1_loss(out.mean((2, 3)), real.mean((2, 3))) +
                    F.l1_loss(out.std((2, 3)), real.std((2, 3))))
-        return self.cfg.style_scale * style + moments
+        loss = self.cfg.style_scale * style + moments
+        if self.cfg.texture_spectrum:
+            loss = loss + self.cfg.texture_spectrum * F.l1_loss(amplitude_spectrum(out), amplitude_spectrum(real))
+        if self.tex_disc is not None:
+            loss = loss + self.cfg.texture_adv * F.mse_loss(self.tex_disc(out, tex_class).float(), torch.ones(n))
+        return loss, out
 
     def step(self) -> dict[str, float]:
         torch.manual_seed(_mix(self.cfg.seed, self.step_count, 0x57E9))
@@ -482,15 +529,47 @@ class ComponentTrainer(Trainer):
         self.cgn.train()
         self.disc.train()
         cgn, tb = self.cgn, min(self.cfg.texture_batch, y.shape[0])
+        yt = y[:tb]
         self.opt_g.zero_grad(set_to_none=True)
         with self._autocast():
             u = torch.randn(y.shape[0], cgn.latent_dim)
             mask = cgn.f_shape(torch.cat([u, cgn.label_emb(y)], 1)).float().clamp(*reference.CLAMP)
+            # this order of random draws (dropout, latents, crops) is the shipped weights'
             lg = {"adv": F.mse_loss(self.disc(mask * 2 - 1, y).float(), torch.ones(y.shape[0])),
-                  "mask": self.cfg.mask_weight * -(mask * mask.log() + (1 - mask) * (1 - mask).log()).mean(),
-                  "fg": self._texture_loss(cgn.f_text1, fg_real[:tb], y[:tb]),
-                  "bg": self._texture_loss(cgn.f_text2, bg_real[:tb], y[:tb])}
-        return self._update(lg, m_real * 2 - 1, mask * 2 - 1, y)
+                  "mask": self.cfg.mask_weight * -(mask * mask.log() + (1 - mask) * (1 - mask).log()).mean()}
+            lg["fg"], fg = self._texture_loss(cgn.f_text1, fg_real[:tb], yt, yt)
+            lg["bg"], bg = self._texture_loss(cgn.f_text2, bg_real[:tb], yt, yt + cgn.n_classes)
+        losses = self._update(lg, m_real * 2 - 1, mask * 2 - 1, y)
+        if self.tex_disc is not None:
+            losses["d_texture"] = self._texture_disc_step(
+                torch.cat([fg_real[:tb], bg_real[:tb]]), torch.cat([fg, bg]), torch.cat([yt, yt + cgn.n_classes]))
+        return losses
+
+    def _texture_disc_step(self, real, fake, cls) -> float:
+        self.opt_td.zero_grad(set_to_none=True)
+        ones, zeros = torch.ones(cls.shape[0]), torch.zeros(cls.shape[0])
+        with self._autocast():
+            loss = (F.mse_loss(self.tex_disc(real, cls).float(), ones) +
+                    F.mse_loss(self.tex_disc(fake.detach(), cls).float(), zeros))
+        (0.5 * loss).backward()
+        self.opt_td.step()
+        return loss.item()
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        if self.tex_disc is not None:
+            state["tex_disc"] = self.tex_disc.state_dict()
+            state["opt_td"] = self.opt_td.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if self.tex_disc is not None:
+            if "tex_disc" not in state:
+                raise ValueError("the training state has no texture discriminator, but texture_adv is "
+                                 f"{self.cfg.texture_adv}: it was written by another recipe")
+            self.tex_disc.load_state_dict(state["tex_disc"])
+            self.opt_td.load_state_dict(state["opt_td"])
 
 
 def trainer_class(cfg: Config):

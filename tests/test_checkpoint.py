@@ -113,3 +113,13 @@ def test_saved_files_get_the_usual_mode(tmp_path, random_model):
     from pycgn import _io
     p = pycgn.save(random_model, tmp_path / "mode.pt")
     assert p.stat().st_mode & 0o777 == 0o666 & ~_io._UMASK
+
+
+@pytest.mark.parametrize("variant", ["colored_mnist", "double_colored_mnist", "wildlife_mnist"])
+def test_model_card_names_the_shipped_weights(variant):
+    """The model card's sha256 column is the shipped file's: retraining means updating the card."""
+    import re
+    from pathlib import Path
+    card = (Path(pycgn.__file__).parent / "weights" / "MODEL_CARD.md").read_text()
+    cells = [line.split("|")[-2].strip() for line in card.splitlines() if line.startswith(f"| {variant} |")]
+    assert [c for c in cells if re.fullmatch("[0-9a-f]{64}", c)] == [pycgn.load(variant).info.sha256]

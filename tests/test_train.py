@@ -59,9 +59,64 @@ def test_component_steps(variant):
     before = t.cgn.f_text1[3].weight.clone()
     for _ in range(2):
         losses = t.step()
-        assert set(losses) == {"adv", "mask", "fg", "bg", "d_real", "d_fake"}
+        patch_gan = {"d_texture"} if cfg.texture_adv else set()
+        assert set(losses) == {"adv", "mask", "fg", "bg", "d_real", "d_fake"} | patch_gan
         assert all(math.isfinite(v) for v in losses.values()), losses
     assert not torch.equal(before, t.cgn.f_text1[3].weight)
+    assert (t.tex_disc is not None) == bool(cfg.texture_adv)
+
+
+def test_texture_patch_gan_trains_its_judge_and_changes_the_texture_nets():
+    kw = dict(batch_size=8, texture_batch=5, seed=4)
+    with_gan = train.config("wildlife_mnist", **kw)
+    without = train.config("wildlife_mnist", texture_adv=0.0, **kw)
+    assert with_gan.texture_adv > 0 and with_gan.texture_spectrum > 0
+    a = train.ComponentTrainer(with_gan, data=_parts())
+    b = train.ComponentTrainer(without, data=_parts())
+    judge = {k: v.clone() for k, v in a.tex_disc.state_dict().items()}
+    for _ in range(2):
+        a.step()
+        b.step()
+    assert any(not torch.equal(v, a.tex_disc.state_dict()[k]) for k, v in judge.items())
+    assert not torch.equal(a.cgn.f_text1[3].weight, b.cgn.f_text1[3].weight)
+    # the shape net never sees the texture judge
+    assert torch.equal(a.cgn.f_shape[0].weight, b.cgn.f_shape[0].weight)
+
+
+def test_patch_disc_scores_each_crop():
+    d = train.PatchDisc(20)
+    x = torch.randn(6, 3, 32, 32)
+    y = torch.tensor([0, 5, 9, 10, 15, 19])
+    out = d(x, y)
+    assert out.shape == (6,)
+    assert not torch.equal(out, d(x, (y + 1) % 20))  # the class matters
+
+
+def test_amplitude_spectrum_ignores_circular_shifts_and_finds_stripes():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 32, 24, generator=g)
+    shifted = torch.roll(x, shifts=(5, -7), dims=(2, 3))
+    assert torch.allclose(train.amplitude_spectrum(x), train.amplitude_spectrum(shifted), atol=1e-5)
+    # vertical stripes, 4 periods across 32 px: all the energy at horizontal wave number 4
+    cols = torch.arange(32.0)
+    stripes = torch.sin(2 * math.pi * 4 * cols / 32).expand(1, 3, 32, 32)
+    a = train.amplitude_spectrum(stripes)
+    assert a.shape == (1, 3, 32, 17)
+    assert a[0, 0].argmax().item() == 4  # row 0, column 4 of the flattened (32, 17) map
+    assert a[0, 0, 0, 4] > 0.99 * a[0, 0].sum()
+    # the same stripes turned horizontal: wave number 4 along the rows instead
+    b = train.amplitude_spectrum(stripes.transpose(2, 3).contiguous())
+    assert b[0, 0].argmax().item() == 4 * 17
+
+
+def test_resume_without_texture_judge_is_refused(tmp_path):
+    old = train.config("wildlife_mnist", batch_size=8, texture_batch=4, texture_adv=0.0)
+    t = train.ComponentTrainer(old, data=_parts())
+    t.step()
+    state = t.state_dict()
+    new = train.ComponentTrainer(train.config("wildlife_mnist", batch_size=8, texture_batch=4), data=_parts())
+    with pytest.raises(ValueError, match="texture discriminator"):
+        new.load_state_dict(state)
 
 
 def test_component_resume_exact(tmp_path):
@@ -78,6 +133,8 @@ def test_component_resume_exact(tmp_path):
     c.step()
     for k, v in a.cgn.state_dict().items():
         assert torch.equal(v, c.cgn.state_dict()[k]), k
+    for k, v in a.tex_disc.state_dict().items():
+        assert torch.equal(v, c.tex_disc.state_dict()[k]), k
 
 
 def test_resume_continues_exactly(tmp_path):
