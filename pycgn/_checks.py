@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import torch
 
+# every entry point's backend names (runtime.make_runner explains them); here so the CLI's help
+# can list them without importing the runtime, which needs onnx
+BACKENDS = ("torch", "torch-bf16", "torch.compile", "torchscript", "onnxruntime")
+BACKEND_HELP = f"auto, {', '.join(BACKENDS)} (default: auto)"
+
 
 def latent(name: str, u, latent_dim: int, n: int | None = None) -> None:
     if not isinstance(u, torch.Tensor):

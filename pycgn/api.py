@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import reference
+from . import _checks, reference
 from ._io import atomic_path
 from .checkpoint import load
 from .models import MnistCGN
@@ -107,7 +107,6 @@ class _ImagenetSampler:
                                        counterfactuals=self.counterfactuals)
 
     def draw_n(self, n: int, start: int = 0, **classes) -> Draw:
-        from . import _checks
         n = _checks.count("n", n)
         return self.draw(range(start, start + n), **classes)
 
@@ -513,7 +512,7 @@ def _add_common(p, backend=True):
                         "checkpoint path (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same images (default: 0)")
     if backend:
-        p.add_argument("--backend", default="auto", help="auto, torch, torch-bf16, torch.compile, torchscript or onnxruntime (default: auto)")
+        p.add_argument("--backend", default="auto", help=_checks.BACKEND_HELP)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--truncation", type=float, default=None,
                    help="ImageNet CGN only: noise truncation in (0, 1] (default: 0.5)")

@@ -62,7 +62,7 @@ from .models import MnistCGN
 # the module itself, even where pycgn/__init__ re-exports a function named ``export``
 _export = importlib.import_module("pycgn.export")
 
-BACKENDS = ("torch", "torch-bf16", "torch.compile", "torchscript", "onnxruntime")
+BACKENDS = _checks.BACKENDS
 MECHANISMS = _export.MECHANISMS
 PARITY_ATOL = 1e-4
 

@@ -785,8 +785,8 @@ def register_cli(sub) -> None:
     p.add_argument("--shard-size", type=int, default=10000, help="images per shard (default: 10000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--backend", default="auto",
-                   help="auto, torch, torch-bf16 (fastest on AMX CPUs; images within a few uint8 levels of "
-                        "float32), torch.compile, torchscript, onnxruntime (default: auto)")
+                   help=_checks.BACKEND_HELP + "; torch-bf16 is the fastest on AMX CPUs, its images within "
+                                               "a few uint8 levels of float32")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--batch-size", type=int, default=None, help=f"images per forward (default: {DEFAULT_BATCH})")
     p.add_argument("--workers", type=int, default=None,

@@ -83,3 +83,13 @@ def test_help_for_each_command():
     for cmd in ("generate", "grid", "interpolate", "info"):
         r = run(cmd, "--help")
         assert r.returncode == 0 and "usage: pycgn " + cmd in r.stdout
+
+
+@pytest.mark.parametrize("cmd", ["generate", "grid", "synth"])
+def test_backend_help_names_every_backend(cmd):
+    from pycgn.runtime import BACKENDS
+    r = subprocess.run([sys.executable, "-m", "pycgn", cmd, "--help"], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "COLUMNS": "400"})
+    assert r.returncode == 0
+    help_line = next(line for line in r.stdout.splitlines() if line.strip().startswith("--backend BACKEND"))
+    assert [b for b in BACKENDS if b not in help_line] == []
