@@ -11,8 +11,8 @@ mask clamp and the texture crop, exactly like ``model(...)``. Backends:
 - ``torch-bf16``: eager PyTorch with the nets' weights and activations in bfloat16
   (channels-last on CPU), outputs returned as float32. Not bit-compatible with the float32
   backends: images differ by a few uint8 levels (measured in ``benchmarks/results/bf16.md``).
-  On CPUs with AMX or AVX512-BF16 (Sapphire Rapids and later) it runs the nets 2.3x faster than
-  onnxruntime and 3.5x faster than eager float32 (``benchmarks/bf16.py``); elsewhere bfloat16
+  On CPUs with AMX or AVX512-BF16 (Sapphire Rapids and later) it ran the nets 2.3-2.5x faster than
+  onnxruntime and 3.5-3.7x faster than eager float32 (``benchmarks/bf16.py``); elsewhere bfloat16
   is emulated and slow. ``auto`` never picks it: ask for it.
 - ``torchscript``: the exported TorchScript files.
 - ``onnxruntime``: the exported ONNX files; the CPU execution provider, or CUDA (and TensorRT
