@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 import pycgn
+from generators import flops_per_image, matmul_limit  # benchmarks/ is on sys.path
 from pycgn import runtime
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,32 +41,6 @@ def fidelity(model: str, n: int, chunk: int = 1000) -> dict:
     d = np.concatenate(diffs)
     return {"mean": float(d.mean()), "p999": float(np.percentile(d, 99.9)), "max": int(d.max()),
             "differ": float((d > 0).mean())}
-
-
-def matmul_rate(dtype: torch.dtype, size: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * size ** 3 / best
-
-
-def net_flops(model) -> float:
-    """Multiply-adds x 2 of the three nets per image (convolutions and linear layers)."""
-    total = 0
-    for net in (model.f_shape, model.f_text1, model.f_text2):
-        x = torch.zeros(1, model.latent_dim + model.n_classes)
-        for layer in net:
-            y = layer(x)
-            if isinstance(layer, torch.nn.Conv2d):
-                total += 2 * y.numel() * layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1]
-            elif isinstance(layer, torch.nn.Linear):
-                total += 2 * layer.in_features * layer.out_features
-            x = y
-    return float(total)
 
 
 def speed(batch: int, rounds: int) -> dict:
@@ -86,7 +61,7 @@ def speed(batch: int, rounds: int) -> dict:
                 for _ in range(3):
                     r(*args)
                 best[name] = min(best[name], (time.perf_counter() - t) / 3)
-    return {name: batch / t for name, t in best.items()}, net_flops(model)
+    return {name: batch / t for name, t in best.items()}, flops_per_image(model)
 
 
 def main() -> int:
@@ -110,7 +85,7 @@ def main() -> int:
         lines.append(f"| {m} | {f['mean']:.3f} | {f['p999']:.0f} | {f['max']} | {100 * f['differ']:.1f} % |")
         print(lines[-1], flush=True)
     rates, flops = speed(args.batch, args.rounds)
-    f32, b16 = matmul_rate(torch.float32), matmul_rate(torch.bfloat16)
+    f32, b16 = matmul_limit(torch.float32), matmul_limit(torch.bfloat16)
     lines += ["", f"## Speed: the three nets, batch {args.batch}, best of {args.rounds} rounds "
               f"({flops / 1e6:.0f} MFLOP per image)", "",
               "| backend | img/s | vs onnxruntime | GFLOP/s | share of the matmul rate of its dtype |",

@@ -51,7 +51,7 @@ def _model():
     return pycgn.MnistCGN().eval(), "random weights"
 
 
-def _flops_per_image(model) -> float:
+def flops_per_image(model) -> float:
     """Multiply-adds x 2 of the convolutions and linear layers of the three nets, batch 1."""
     import torch
     total = [0.0]
@@ -73,9 +73,10 @@ def _flops_per_image(model) -> float:
     return total[0]
 
 
-def _matmul_limit(seconds=1.0) -> float:
+def matmul_limit(dtype=None, seconds=1.0) -> float:
+    """Best FLOP/s of ``torch.mm`` 2048^2 in ``dtype`` (default float32): the machine's limit."""
     import torch
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a, b = torch.randn(2048, 2048).to(dtype), torch.randn(2048, 2048).to(dtype)
     torch.mm(a, b)
     best = 0.0
     for _ in range(5):
@@ -106,8 +107,10 @@ def worker(args) -> dict:
         return cands[name](*a)
 
     res = {"source": source, "malloc_tuned": runtime.tune_malloc() if "torch" in cands else False,
-           "threads": torch.get_num_threads(), "flops_per_image": _flops_per_image(model),
-           "matmul_flops": _matmul_limit(), "rows": {}}
+           "threads": torch.get_num_threads(), "flops_per_image": flops_per_image(model),
+           "matmul_flops": matmul_limit(), "rows": {}}
+    if "torch-bf16" in cands:  # its fraction is of the bfloat16 rate (AMX makes that ~6x float32's)
+        res["matmul_flops_bf16"] = matmul_limit(torch.bfloat16)
     g = torch.Generator().manual_seed(0)
     for n in args.batches:
         a = (torch.randn(n, 32, generator=g), torch.randint(0, 10, (n,), generator=g),
@@ -172,7 +175,9 @@ def markdown(results: dict, args) -> str:
         "closest to the unloaded speed). x: ratio to eager in the same table. f: minor page faults per call. "
         f"Useful work: {any_res['flops_per_image'] / 1e6:.1f} MFLOP per image; the fraction (%) is of the "
         f"machine's measured float32 matmul rate ({any_res['matmul_flops'] / 1e9:.0f} GFLOP/s, "
-        "torch.mm 2048^2).",
+        "torch.mm 2048^2)" + (f", for torch-bf16 of the bfloat16 one ({any_res['matmul_flops_bf16'] / 1e9:.0f} "
+                               "GFLOP/s)" if "matmul_flops_bf16" in any_res else "") + ". auto / best: auto "
+        "against the best float32 candidate (auto never picks torch-bf16, whose images are not float32's).",
         "",
     ]
     for key, res in results.items():
@@ -180,17 +185,18 @@ def markdown(results: dict, args) -> str:
         lines += [f"## {title}", ""]
         rows = res["rows"]
         cands = list(next(iter(rows.values())))
-        lines.append("| batch | rounds | " + " | ".join(cands) + " | auto picked | auto / best |")
+        lines.append("| batch | rounds | " + " | ".join(cands) + " | auto picked | auto / best float32 |")
         lines.append("|---:|---:|" + "---:|" * len(cands) + "---|---:|")
         for n, row in rows.items():
             eager = row["eager"]["img_s"]
             cells = []
             for c in cands:
                 v = row[c]["img_s"]
-                frac = v * res["flops_per_image"] / res["matmul_flops"]
+                limit = res["matmul_flops_bf16"] if c == "torch-bf16" else res["matmul_flops"]
+                frac = v * res["flops_per_image"] / limit
                 cells.append(f"{v:,.0f} ({v / eager:.2f}x, {row[c]['faults']:,.0f} f, {100 * frac:.0f}%)")
             if "auto" in row:
-                bestv = max(row[c]["img_s"] for c in cands if c != "auto")
+                bestv = max(row[c]["img_s"] for c in cands if c not in ("auto", "torch-bf16"))
                 tail = f" | {row['auto'].get('picked', '')} | {row['auto']['img_s'] / bestv:.2f} |"
             else:
                 tail = " | | |"
