@@ -404,15 +404,20 @@ class Trainer:
         lg = {k: v.float() for k, v in lg.items()}
         sum(lg.values()).backward()
         self.opt_g.step()
-        self.opt_d.zero_grad(set_to_none=True)
+        d_real, d_fake = self._disc_step(self.disc, self.opt_d, real, fake, y)
+        self.step_count += 1
+        return {**{k: v.item() for k, v in lg.items()}, "d_real": d_real.item(), "d_fake": d_fake.item()}
+
+    def _disc_step(self, disc, opt, real, fake, y):
+        """One LSGAN update of ``disc``: real -> 1, fake -> 0; returns the two losses."""
+        opt.zero_grad(set_to_none=True)
         ones, zeros = torch.ones(y.shape[0]), torch.zeros(y.shape[0])
         with self._autocast():
-            ld = {"d_real": F.mse_loss(self.disc(real, y).float(), ones),
-                  "d_fake": F.mse_loss(self.disc(fake.detach(), y).float(), zeros)}
-        (0.5 * sum(ld.values())).backward()
-        self.opt_d.step()
-        self.step_count += 1
-        return {k: v.item() for k, v in {**lg, **ld}.items()}
+            d_real = F.mse_loss(disc(real, y).float(), ones)
+            d_fake = F.mse_loss(disc(fake.detach(), y).float(), zeros)
+        (0.5 * (d_real + d_fake)).backward()
+        opt.step()
+        return d_real, d_fake
 
     # checkpoints: the whole training state, written atomically
     def state_dict(self) -> dict:
@@ -541,19 +546,10 @@ class ComponentTrainer(Trainer):
             lg["bg"], bg = self._texture_loss(cgn.f_text2, bg_real[:tb], yt, yt + cgn.n_classes)
         losses = self._update(lg, m_real * 2 - 1, mask * 2 - 1, y)
         if self.tex_disc is not None:
-            losses["d_texture"] = self._texture_disc_step(
-                torch.cat([fg_real[:tb], bg_real[:tb]]), torch.cat([fg, bg]), torch.cat([yt, yt + cgn.n_classes]))
+            d_real, d_fake = self._disc_step(self.tex_disc, self.opt_td, torch.cat([fg_real[:tb], bg_real[:tb]]),
+                                             torch.cat([fg, bg]), torch.cat([yt, yt + cgn.n_classes]))
+            losses["d_texture"] = (d_real + d_fake).item()
         return losses
-
-    def _texture_disc_step(self, real, fake, cls) -> float:
-        self.opt_td.zero_grad(set_to_none=True)
-        ones, zeros = torch.ones(cls.shape[0]), torch.zeros(cls.shape[0])
-        with self._autocast():
-            loss = (F.mse_loss(self.tex_disc(real, cls).float(), ones) +
-                    F.mse_loss(self.tex_disc(fake.detach(), cls).float(), zeros))
-        (0.5 * loss).backward()
-        self.opt_td.step()
-        return loss.item()
 
     def state_dict(self) -> dict:
         state = super().state_dict()
