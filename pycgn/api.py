@@ -14,7 +14,6 @@ import torch
 from . import _checks, reference
 from ._io import atomic_path
 from .checkpoint import load
-from .models import MnistCGN
 from .sampler import Draw, Sampler
 
 MECHANISMS = ("shape", "texture", "bg")
@@ -61,7 +60,7 @@ def _make_runner(model, backend, device):
     if getattr(model, "kind", "mnist_cgn") != "mnist_cgn":
         if backend not in ("auto", "torch"):
             raise ValueError(f"backend {backend!r} is not available for the {model.kind}; use 'torch' "
-                             "(or export it with pycgn.models.imagenet.export_imagenet)")
+                             "(or export it with pycgn.export.export)")
         return _EagerRunner(model)
     try:
         from .runtime import make_runner

@@ -1,50 +1,23 @@
 """Loading and saving CGN weights: the published state dicts and pycgn's own format."""
 from __future__ import annotations
 
-import hashlib
 import io
 import os
-import pickle
-import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from ._version import __version__
+from ._io import atomic_write_bytes
 from .models import MnistCGN
+from .models.base import DIGITS, VARIANTS, CheckpointError, ModelInfo, read_torch_file, weights_sha256
+
+__all__ = ["CheckpointError", "DIGITS", "ModelInfo", "SHIPPED", "load", "resolve", "save", "weights_sha256"]
 
 FORMAT = "pycgn-checkpoint"
 FORMAT_VERSION = 1
-SHIPPED = ("colored_mnist", "double_colored_mnist", "wildlife_mnist")
+SHIPPED = VARIANTS  # every variant ships trained weights
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DIGITS = tuple(str(i) for i in range(10))
-
-
-class CheckpointError(ValueError):
-    """A file that is not a usable CGN checkpoint; the message names the file."""
-
-
-@dataclass
-class ModelInfo:
-    kind: str = "mnist_cgn"
-    variant: str = "custom"
-    image_size: int = 32
-    class_names: tuple[str, ...] = DIGITS
-    pycgn_version: str = __version__
-    sha256: str = ""
-    source: str = ""
-    extra: dict = field(default_factory=dict)
-
-
-def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
-    """sha256 over (key, dtype, shape, bytes) of every entry in key order: independent of the file."""
-    h = hashlib.sha256()
-    for key in sorted(state_dict):
-        t = state_dict[key].detach().cpu().contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def shipped_path(name: str) -> Path:
@@ -71,16 +44,6 @@ def resolve(name_or_path) -> Path:
     raise TypeError(f"model must be a name or a path, got {type(name_or_path).__name__}")
 
 
-def _read(path: Path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
-            KeyError, AttributeError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated, corrupt or not a "
-                              f"torch file): {first}") from e
-
-
 def _state_dict_and_info(obj, path: Path) -> tuple[dict, ModelInfo]:
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         meta = obj.get("meta", {})
@@ -103,14 +66,6 @@ def _state_dict_and_info(obj, path: Path) -> tuple[dict, ModelInfo]:
                           f"pycgn checkpoint, found {type(obj).__name__})")
 
 
-def _peek(path: Path):
-    """The checkpoint's object, memory-mapped where the file allows (an ImageNet CGN is ~1 GB)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # legacy (non-zip) files cannot be mapped; _read reports real problems
-        return _read(path)
-
-
 def load(name_or_path="colored_mnist", device="cpu", truncation: float | None = None):
     """Load a shipped model by name, a published CGN state dict, or a pycgn checkpoint.
 
@@ -119,7 +74,7 @@ def load(name_or_path="colored_mnist", device="cpu", truncation: float | None = 
     carries ``model.info`` (a ``ModelInfo``).
     """
     path = resolve(name_or_path)
-    obj = _peek(path)
+    obj = read_torch_file(path, mmap=True)  # an ImageNet CGN is ~1 GB: map it
     if isinstance(obj, dict) and obj.get("format") != FORMAT:
         from .models.imagenet import TRUNCATION, load_imagenet_cgn, looks_like_imagenet_cgn
         if looks_like_imagenet_cgn(obj.keys()):
@@ -155,6 +110,5 @@ def save(model: MnistCGN, path, variant: str = "custom", class_names=DIGITS, ext
     meta["class_names"] = list(meta["class_names"])
     buf = io.BytesIO()
     torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "meta": meta, "state_dict": sd}, buf)
-    from ._io import atomic_write_bytes
     atomic_write_bytes(path, buf.getvalue())
     return path

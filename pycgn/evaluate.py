@@ -14,14 +14,13 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ._io import atomic_path
+from .models.base import VARIANTS
 
-VARIANTS = ("colored_mnist", "double_colored_mnist", "wildlife_mnist")
 
 
 class CNN(nn.Module):

@@ -1,14 +1,19 @@
-"""Export the three CGN mechanisms to ONNX or TorchScript, and read such exports back.
+"""Export the three CGN mechanisms of any model to ONNX or TorchScript, and read such exports back.
 
 An export is a folder holding one file per mechanism and the sidecar ``pycgn_export.json``::
 
     shape.onnx       texture.onnx       background.onnx          (format="onnx", opset 20)
     shape.torchscript.pt  texture.torchscript.pt  background.torchscript.pt  (format="torchscript")
 
-Each file maps ``u`` float32 (batch, latent) and ``y`` int64 (batch,) to one image
-(batch, C, H, W) with a dynamic batch. Sampling, the texture crop and compositing stay in
-pycgn (random ops do not export). The sidecar is written last, so a folder with a sidecar is
-complete; every file is written under a temporary name and renamed.
+Each file maps ``u`` float32 (batch, latent) and ``y`` (int64 (batch,) class ids, or for the
+ImageNet CGN optionally float32 class vectors) to one image (batch, C, H, W) with a dynamic
+batch. Sampling, the texture crop and compositing stay in pycgn (random ops do not export). The
+sidecar is written last, so a folder with a sidecar is complete; every file is written under a
+temporary name and renamed.
+
+What differs between models (their mechanisms, example inputs, class input and extra sidecar
+fields such as the ImageNet truncation) comes from the model's ``export_spec()``; everything
+else is written here, once, for every model.
 
 Each model file also records the weights sha256 and its mechanism (ONNX ``metadata_props``,
 TorchScript extra file ``pycgn.json``), so a file moved into the wrong folder is caught.
@@ -16,6 +21,7 @@ TorchScript extra file ``pycgn.json``), so a file moved into the wrong folder is
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -25,10 +31,10 @@ from pathlib import Path
 
 import torch
 
-from ._io import atomic_path
+from ._io import atomic_write_bytes
 from ._version import __version__
-from .checkpoint import DIGITS, CheckpointError, weights_sha256
-from .models import MnistCGN
+from .models import ImagenetCGN, MnistCGN
+from .models.base import CheckpointError, ExportSpec, weights_sha256
 
 FORMAT = "pycgn-export"
 FORMAT_VERSION = 1
@@ -41,6 +47,7 @@ OUTPUT_NAMES = {"shape": "mask", "texture": "foreground", "background": "backgro
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 EXTRA_FILE = "pycgn.json"  # TorchScript extra file with the weights hash and the mechanism
 INPUT_NAMES = ("u", "y")
+MODELS = (MnistCGN, ImagenetCGN)
 
 
 class ExportError(CheckpointError):
@@ -57,21 +64,34 @@ def _check_format(fmt) -> str:
     return fmt
 
 
-def _as_model(model) -> MnistCGN:
-    if isinstance(model, MnistCGN):
+def _as_model(model):
+    if isinstance(model, MODELS):
         return model
     if isinstance(model, (str, os.PathLike)):
         from .checkpoint import load
         return load(model)
-    raise TypeError(f"model must be an MnistCGN, a shipped model's name or a checkpoint path, "
-                    f"got {type(model).__name__}")
+    raise TypeError(f"model must be an MnistCGN or ImagenetCGN, a shipped model's name or a checkpoint "
+                    f"path, got {type(model).__name__}")
 
 
-def sidecar_for(model: MnistCGN, fmt: str, sha256: str | None = None) -> dict:
+def _cpu_float32(model):
+    """The model as the exporters need it: CPU, float32, eval. Files are device-neutral, and the
+    caller's model is left untouched (copied only when it is elsewhere: an ImageNet CGN is ~1 GB)."""
+    p = next(model.parameters())
+    if model.training or p.device.type != "cpu" or p.dtype != torch.float32:
+        cpu = copy.deepcopy(model).cpu().float()
+        if hasattr(model, "info"):
+            cpu.info = model.info
+        model = cpu
+    return model.eval()
+
+
+def sidecar_for(model, fmt: str, sha256: str | None = None, spec: ExportSpec | None = None,
+                **options) -> dict:
     """The sidecar of an export of ``model`` (key order is part of the format, for humans)."""
+    spec = spec or model.export_spec(**options)
     info = getattr(model, "info", None)
     size = model.image_size
-    image = lambda c: ["batch", c, size, size]  # noqa: E731
     side = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -83,27 +103,16 @@ def sidecar_for(model: MnistCGN, fmt: str, sha256: str | None = None) -> dict:
         "image_size": size,
         "latent_dim": model.latent_dim,
         "n_classes": model.n_classes,
-        "class_names": list(getattr(info, "class_names", DIGITS)),
-        "max_offset": size,  # the published shuffler: offsets {0, ..., size} per axis
+        **spec.sidecar,
         "clamp": list(CLAMP),
     }
     if fmt == "onnx":
         side["opset"] = OPSET
     side["files"] = {m: file_name(m, fmt) for m in MECHANISMS}
-    side["inputs"] = [{"name": "u", "shape": ["batch", model.latent_dim], "dtype": "float32"},
-                      {"name": "y", "shape": ["batch"], "dtype": "int64"}]
-    side["outputs"] = {
-        "shape": {"name": OUTPUT_NAMES["shape"], "shape": image(1), "dtype": "float32"},
-        "texture": {"name": OUTPUT_NAMES["texture"], "shape": image(3), "dtype": "float32"},
-        "background": {"name": OUTPUT_NAMES["background"], "shape": image(3), "dtype": "float32"},
-    }
+    side["inputs"] = [{"name": "u", "shape": ["batch", model.latent_dim], "dtype": "float32"}, spec.y_input]
+    side["outputs"] = {m: {"name": OUTPUT_NAMES[m], "shape": ["batch", 1 if m == "shape" else 3, size, size],
+                           "dtype": "float32"} for m in MECHANISMS}
     return side
-
-
-def _example(model: MnistCGN, n: int = 3):
-    g = torch.Generator().manual_seed(0)
-    return (torch.randn(n, model.latent_dim, generator=g),
-            torch.randint(0, model.n_classes, (n,), generator=g, dtype=torch.int64))
 
 
 @contextlib.contextmanager
@@ -121,12 +130,6 @@ def _quiet():
     finally:
         for lg, lv in zip(loggers, levels):
             lg.setLevel(lv)
-
-
-def _write(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; exports are meant to be shared
 
 
 def _onnx_bytes(mech: torch.nn.Module, example, output: str, meta: dict) -> bytes:
@@ -168,48 +171,54 @@ def prepare_out_dir(out_dir) -> Path:
     return out
 
 
-def export(model, out_dir, format: str = "onnx") -> Path:
+def export(model, out_dir, format: str = "onnx", **options) -> Path:
     """Write the shape, texture and background generators of ``model`` to ``out_dir``.
 
-    ``model``: an ``MnistCGN`` (any device) or a shipped model's name / checkpoint path.
-    ``format``: ``"onnx"`` (opset 20, checked with ``onnx.checker(full_check=True)``) or
-    ``"torchscript"``. Returns ``out_dir`` as a Path; its ``pycgn_export.json`` describes it.
+    ``model``: an ``MnistCGN`` or ``ImagenetCGN`` (any device), or a shipped model's name /
+    checkpoint path. ``format``: ``"onnx"`` (opset 20, checked with
+    ``onnx.checker(full_check=True)``) or ``"torchscript"`` (traced). ``options`` go to the model's
+    ``export_spec``: for the ImageNet CGN ``truncation`` (default: the model's; fixed in the files,
+    it selects the batch-norm statistics) and ``class_input`` (``"ids"`` int64 (N,), or
+    ``"vector"`` float32 (N, n_classes) for interpolations). Returns ``out_dir`` as a Path; its
+    ``pycgn_export.json`` describes it.
     """
     fmt = _check_format(format)
-    model = _as_model(model)
+    model = _cpu_float32(_as_model(model))
+    spec = model.export_spec(**options)  # checks the options before anything is written
     out = prepare_out_dir(out_dir)
-
-    # Export a CPU float32 copy: the files are device-neutral and the live model is untouched.
-    cpu = MnistCGN(n_classes=model.n_classes, latent_dim=model.latent_dim, image_size=model.image_size)
-    cpu.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
-    cpu.eval()
-    if hasattr(model, "info"):
-        cpu.info = model.info
-    side = sidecar_for(cpu, fmt)
-    example = _example(cpu)
+    side = sidecar_for(model, fmt, spec=spec)
     stale = out / SIDECAR  # the folder is incomplete until the new sidecar lands
     if stale.exists():
         stale.unlink()
-    for name, mech in cpu.mechanisms().items():
-        mech.eval()
-        meta = {"weights_sha256": side["weights_sha256"], "mechanism": name, "format_version": FORMAT_VERSION}
+    for name, mech in spec.mechanisms.items():
+        meta = {"weights_sha256": side["weights_sha256"], "mechanism": name,
+                "format_version": FORMAT_VERSION, **spec.file_meta}
         if fmt == "onnx":
-            data = _onnx_bytes(mech, example, OUTPUT_NAMES[name], meta)
+            data = _onnx_bytes(mech.eval(), spec.example, OUTPUT_NAMES[name], meta)
         else:
-            data = _torchscript_bytes(mech, example, meta)
-        _write(out / side["files"][name], data)
-    _write(out / SIDECAR, (json.dumps(side, indent=2) + "\n").encode())
+            data = _torchscript_bytes(mech.eval(), spec.example, meta)
+        atomic_write_bytes(out / side["files"][name], data)
+    atomic_write_bytes(out / SIDECAR, (json.dumps(side, indent=2) + "\n").encode())
     return out
+
+
+def export_imagenet(model: ImagenetCGN, out_dir, format: str = "onnx", truncation: float | None = None,
+                    class_input: str = "ids") -> Path:
+    """``export`` for an ``ImagenetCGN`` only (kept for callers of pycgn 0.1)."""
+    if not isinstance(model, ImagenetCGN):
+        raise TypeError(f"model must be an ImagenetCGN, got {type(model).__name__}")
+    return export(model, out_dir, format, truncation=truncation, class_input=class_input)
 
 
 # ---------------------------------------------------------------------------------------------
 # Reading an export back: every check names the offending file.
 
-def read_sidecar(export_dir, runtime: str | None = None, weights_sha256: str | None = None) -> dict:
+def read_sidecar(export_dir, runtime: str | None = None, weights_sha256: str | None = None,
+                 kind: str = MnistCGN.kind) -> dict:
     """The validated sidecar of ``export_dir`` with ``paths`` (mechanism -> absolute Path) added.
 
     ``runtime``: the format required (``"onnx"``/``"torchscript"``); ``weights_sha256``: the
-    weights the export must come from. Raises ``ExportError`` naming the file at fault.
+    weights the export must come from; ``kind``: the model kind the caller can run. Raises ``ExportError`` naming the file at fault.
     """
     d = Path(export_dir)
     path = d / SIDECAR
@@ -232,8 +241,8 @@ def read_sidecar(export_dir, runtime: str | None = None, weights_sha256: str | N
         raise ExportError(f"{path}: holds a {rt} export, a {runtime} export was asked for")
     if rt == "onnx" and side.get("opset") != OPSET:
         raise ExportError(f"{path}: ONNX opset {side.get('opset')!r}, this pycgn reads opset {OPSET}")
-    if side.get("kind") != MnistCGN.kind:
-        raise ExportError(f"{path}: model kind {side.get('kind')!r}, expected {MnistCGN.kind!r}")
+    if side.get("kind") != kind:
+        raise ExportError(f"{path}: model kind {side.get('kind')!r}, expected {kind!r}")
     names = [i.get("name") for i in side.get("inputs", []) if isinstance(i, dict)]
     if names != list(INPUT_NAMES):
         raise ExportError(f"{path}: inputs {names}, expected {list(INPUT_NAMES)}")

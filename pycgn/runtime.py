@@ -41,7 +41,6 @@ import copy
 import ctypes
 import ctypes.util
 import hashlib
-import importlib
 import json
 import os
 import platform
@@ -56,11 +55,9 @@ import torch
 
 from . import _checks
 from .checkpoint import weights_sha256
+from . import export as _export
 from .export import ExportError
 from .models import MnistCGN
-
-# the module itself, even where pycgn/__init__ re-exports a function named ``export``
-_export = importlib.import_module("pycgn.export")
 
 BACKENDS = _checks.BACKENDS
 MECHANISMS = _export.MECHANISMS

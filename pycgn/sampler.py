@@ -18,9 +18,12 @@ import torch
 
 from . import _checks
 
-# Stream ids: part of the format, shared with the C++ sampler. Never renumber.
-# 16-18 belong to the ImageNet CGN's truncated noise (pycgn.models.imagenet).
+# Stream ids: part of the format, shared with the C++ sampler (include/pycgn/sampler.h). Never
+# renumber. 0-7: every CGN's latents, classes and crop offsets. 16-18: the ImageNet CGN's truncated
+# noise (pycgn.models.imagenet.truncated_normal; 16 also serves texture and background when the
+# noise is shared, as in the published code). 8-15 are free for this module.
 U_SHAPE, U_TEXTURE, U_BG, Y_SHAPE, Y_TEXTURE, Y_BG, FG_OFFSET, BG_OFFSET = range(8)
+U_TRUNC, U_TRUNC_TEXTURE, U_TRUNC_BG = 16, 17, 18
 SEED_MAX = 2**64 - 1
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

@@ -49,7 +49,6 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,8 +57,8 @@ from . import reference
 from ._io import atomic_path
 from .checkpoint import save as save_model
 from .models import MnistCGN
+from .models.base import VARIANTS
 
-VARIANTS = ("colored_mnist", "double_colored_mnist", "wildlife_mnist")
 STATE_NAME = "train_state.pt"
 
 

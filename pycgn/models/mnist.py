@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .. import _checks
+from .base import DIGITS, ExportSpec
 
 N_CLASSES = 10
 LATENT_DIM = 32
@@ -108,6 +109,17 @@ class MnistCGN(nn.Module):
             "texture": Mechanism(self.label_emb, self.f_text1),
             "background": Mechanism(self.label_emb, self.f_text2),
         }
+
+    def export_spec(self) -> ExportSpec:
+        """What ``pycgn.export`` writes for this model: the mechanisms take class ids."""
+        g = torch.Generator().manual_seed(0)
+        example = (torch.randn(3, self.latent_dim, generator=g),
+                   torch.randint(0, self.n_classes, (3,), generator=g, dtype=torch.int64))
+        return ExportSpec(
+            mechanisms=self.mechanisms(), example=example,
+            y_input={"name": "y", "shape": ["batch"], "dtype": "int64"},
+            sidecar={"class_names": list(getattr(getattr(self, "info", None), "class_names", DIGITS)),
+                     "max_offset": self.image_size})  # the published shuffler: offsets {0, ..., size}
 
     def _run(self, net: nn.Sequential, u: torch.Tensor, y: torch.Tensor, which: str) -> torch.Tensor:
         if not torch.compiler.is_compiling():

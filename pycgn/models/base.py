@@ -1,0 +1,72 @@
+"""What every model needs and nothing above it: errors, model info, weights hashing and reading.
+
+A leaf: it imports only torch and the version, so ``pycgn.models`` (and everything that loads,
+exports or runs a model) can depend on it without depending on each other.
+"""
+from __future__ import annotations
+
+import hashlib
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .._version import __version__
+
+DIGITS = tuple(str(i) for i in range(10))
+
+# The MNIST variants pycgn trains, ships and evaluates: one table for the data, the trainer, the
+# shipped weights and the evaluation.
+VARIANTS = ("colored_mnist", "double_colored_mnist", "wildlife_mnist")
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable CGN checkpoint; the message names the file."""
+
+
+@dataclass
+class ModelInfo:
+    kind: str = "mnist_cgn"
+    variant: str = "custom"
+    image_size: int = 32
+    class_names: tuple[str, ...] = DIGITS
+    pycgn_version: str = __version__
+    sha256: str = ""
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class ExportSpec:
+    """What an exporter needs from a model: its mechanisms as ``(u, y) -> image`` modules on the
+    CPU in float32, example inputs, and the model's own sidecar fields (see ``pycgn.export``)."""
+    mechanisms: dict[str, torch.nn.Module]
+    example: tuple[torch.Tensor, torch.Tensor]
+    y_input: dict                 # the sidecar's description of input ``y``
+    sidecar: dict                 # model-specific sidecar fields (class names, offsets, truncation...)
+    file_meta: dict = field(default_factory=dict)  # recorded in every exported file as well
+
+
+def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over (key, dtype, shape, bytes) of every entry in key order: independent of the file."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def read_torch_file(path: Path, mmap: bool = False):
+    """``torch.load`` with ``weights_only`` (pickled code never runs); any failure -> CheckpointError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
+            KeyError, AttributeError, TypeError) as e:
+        if mmap:  # legacy (non-zip) files cannot be mapped: read them whole, which reports real faults
+            return read_torch_file(path)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated, corrupt or not a "
+                              f"torch file): {first}") from e
