@@ -1,7 +1,8 @@
 """pycgn: fast, dependable counterfactual images from Counterfactual Generative Networks."""
 from ._version import __version__
 from . import _ext
-from .api import Generator, Parts, generate, grid, info, interpolate
+from .api import Generator, Parts, generate, info
+from .sheets import grid, interpolate
 from .checkpoint import CheckpointError, ModelInfo, load, save
 from .models import MnistCGN
 from .ops import composite

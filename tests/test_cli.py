@@ -93,3 +93,40 @@ def test_backend_help_names_every_backend(cmd):
     assert r.returncode == 0
     help_line = next(line for line in r.stdout.splitlines() if line.strip().startswith("--backend BACKEND"))
     assert [b for b in BACKENDS if b not in help_line] == []
+
+
+def _subcommands():
+    from pycgn.cli import build_parser
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return sorted(sub.choices)
+
+
+# One bad-value case per subcommand, beyond argparse's own errors: each must end in one line, exit 2.
+BAD_VALUE = {
+    "generate": (["--model", "nosuchmodel", "-o", "{tmp}/x.png"], "model must be one of"),
+    "grid": (["--rows", "shape", "--cols", "bg", "--row-classes", "42", "-o", "{tmp}/x.png"], "class id 42"),
+    "interpolate": (["--start", "0", "--end", "12", "-o", "{tmp}/x.png"], "end has class id 12"),
+    "info": (["--json", "extra"], "unrecognized arguments"),
+    "export": (["--model", "nosuchmodel", "--out", "{tmp}/e"], "model must be one of"),
+    "synth": (["--model", "nosuchmodel", "--n", "4", "--out", "{tmp}/s"], "model must be one of"),
+    "train": (["--variant", "colored_mnist", "--out", "{tmp}/t", "--epochs", "0"], "--epochs must be >= 1"),
+    "evaluate": (["invariance", "--model", "nosuchmodel"], "model must be one of"),
+}
+
+
+def test_every_subcommand_has_a_bad_value_case():
+    assert _subcommands() == sorted(BAD_VALUE)
+
+
+@pytest.mark.parametrize("cmd", sorted(BAD_VALUE))
+def test_every_subcommand_reports_errors_in_one_line(cmd, tmp_path, capsys):
+    from pycgn.cli import main
+    for args, words in ((["--no-such-option"], "error: "), BAD_VALUE[cmd]):
+        args = [cmd, *(a.format(tmp=tmp_path) for a in args)]
+        try:
+            code = main(args)
+        except SystemExit as e:  # argparse's errors
+            code = e.code
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2, (args, err)
+        assert len(err) == 1 and words in err[0] and err[0].startswith(f"pycgn {cmd}"), (args, err)

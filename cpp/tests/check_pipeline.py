@@ -2,7 +2,7 @@
 
 Exports a random-weight model (and the published colored/wildlife MNIST checkpoints where
 ../shared has them) with ``pycgn.export``, runs ``cgn_generate`` for several seeds, class
-settings and sizes, and compares its PNG grid with ``pycgn.api.tile`` of
+settings and sizes, and compares its PNG grid with ``pycgn.sheets.tile`` of
 ``pycgn.Generator(model, backend="torch").generate(...)`` for the same arguments; one grid also
 against the ``pycgn generate`` command's PNG. Runs ``pycgn_pipeline_test`` on the export and
 checks ``cgn_generate``'s errors (exit 2, one line).
@@ -22,6 +22,7 @@ try:
 
     import pycgn
     import pycgn.api
+    import pycgn.sheets
     import pycgn.export
 except ImportError as e:  # not a pycgn development environment
     print(f"SKIP: cannot import pycgn (and torch, PIL) with {sys.executable}: {e}")
@@ -79,7 +80,7 @@ def compare_grid(exe, model, export_dir, work, seed, n, shape=None, texture=None
     got = np.asarray(Image.open(out).convert("RGB"))
     gen = pycgn.api.Generator(model, backend="torch", device="cpu")
     images = gen.generate(py_classes(shape), py_classes(texture), py_classes(bg), n=n, seed=seed, output="numpy")
-    want = pycgn.api.tile(images, cols=cols or int(np.ceil(np.sqrt(len(images)))), scale=1)
+    want = pycgn.sheets.tile(images, cols=cols or int(np.ceil(np.sqrt(len(images)))), scale=1)
     if got.shape != want.shape:
         check(False, f"{what}: grid {got.shape} vs Python {want.shape}")
         return

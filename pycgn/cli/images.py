@@ -1,0 +1,129 @@
+"""``pycgn generate``, ``grid``, ``interpolate`` and ``info``."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .. import _checks
+from ..api import MECHANISMS, get_generator, info
+from ..sheets import check_writable, grid, interpolate, save_png, tile
+
+
+def _classes_arg(text: str | None):
+    """'3' -> '3'; '3,7,None' -> ['3', '7', None]; class names stay strings, resolved by the model."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    parts = [None if p.lower() in ("none", "random", "") else p for p in parts]
+    return parts[0] if len(parts) == 1 else parts
+
+
+def _add_common(p, backend=True):
+    p.add_argument("--model", default="colored_mnist",
+                   help="shipped model name (colored_mnist, double_colored_mnist, wildlife_mnist) or a "
+                        "checkpoint path (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same images (default: 0)")
+    if backend:
+        p.add_argument("--backend", default="auto", help=_checks.BACKEND_HELP)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--truncation", type=float, default=None,
+                   help="ImageNet CGN only: noise truncation in (0, 1] (default: 0.5)")
+    p.add_argument("--scale", type=int, default=4, help="enlarge each image this many times (default: 4)")
+    p.add_argument("-o", "--out", required=True, help="output PNG file")
+
+
+def _mechanism_args(p):
+    for m, what in (("shape", "shape (mask)"), ("texture", "texture (foreground)"), ("bg", "background")):
+        p.add_argument(f"--{m}", default=None,
+                       help=f"class of the {what}: an id, a name, a comma list (one per image) or 'random'")
+
+
+def _cmd_generate(args) -> int:
+    check_writable(args.out)
+    if args.n < 1:
+        raise ValueError(f"-n must be >= 1, got {args.n}")
+    gen = get_generator(args.model, args.backend, args.device, args.truncation)
+    images = gen.generate(_classes_arg(args.shape), _classes_arg(args.texture), _classes_arg(args.bg), n=args.n,
+                          seed=args.seed, output="numpy")
+    cols = args.cols or int(np.ceil(np.sqrt(len(images))))
+    save_png(tile(images, cols=cols, scale=args.scale), args.out)
+    print(f"wrote {args.out}: {len(images)} images ({gen.info.variant}, backend {gen.backend}, seed {args.seed})")
+    return 0
+
+
+def _cmd_grid(args) -> int:
+    sheet = grid(rows=args.rows, cols=args.cols, row_classes=_classes_arg(args.row_classes),
+                 col_classes=_classes_arg(args.col_classes), shape=_classes_arg(args.shape),
+                 texture=_classes_arg(args.texture), bg=_classes_arg(args.bg), model=args.model, seed=args.seed,
+                 same_noise=not args.vary_noise, backend=args.backend, device=args.device, path=args.out,
+                 scale=args.scale, truncation=args.truncation)
+    print(f"wrote {args.out}: {args.rows} down x {args.cols} across, {sheet.shape[1]}x{sheet.shape[0]} px")
+    return 0
+
+
+def _cmd_interpolate(args) -> int:
+    interpolate(mechanism=args.mechanism, start=_classes_arg(args.start), end=_classes_arg(args.end),
+                steps=args.steps, rows=args.rows, shape=_classes_arg(args.shape),
+                texture=_classes_arg(args.texture), bg=_classes_arg(args.bg), model=args.model, seed=args.seed,
+                device=args.device, path=args.out, scale=args.scale, truncation=args.truncation)
+    print(f"wrote {args.out}: {args.mechanism} from {args.start} to {args.end} in {args.steps} steps")
+    return 0
+
+
+def _cmd_info(args) -> int:
+    data = info()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    ext = data["extension"]
+    print(f"pycgn {data['pycgn']} (torch {data['torch']}, python {data['python']})")
+    print(f"extension: {'loaded' if ext['loaded'] else 'NOT loaded: ' + str(ext['error'])}; "
+          f"CPU kernels: {'yes' if ext['cpu_kernels'] else 'no'}; CUDA kernels: {'yes' if ext['cuda_kernels'] else 'no'}")
+    print(f"CUDA device: {'yes' if data['cuda_available'] else 'no'}")
+    print(f"CPU bfloat16: {data['cpu_bfloat16']}")
+    print(f"backends: {', '.join(data['backends'])}")
+    if data["onnxruntime"]:
+        print(f"onnxruntime {data['onnxruntime']['version']}: {', '.join(data['onnxruntime']['providers'])}")
+    for name, path in data["models"].items():
+        print(f"model {name}: {path or 'missing'}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("generate", help="write a PNG grid of counterfactual images",
+                       description="Generate counterfactual images: each mechanism takes its own class. "
+                                   "Example: pycgn generate --shape 3 --texture 7 --bg 1 -n 16 --seed 5 -o out.png")
+    _mechanism_args(p)
+    p.add_argument("-n", type=int, default=16, help="number of images (default: 16)")
+    p.add_argument("--cols", type=int, default=0, help="images per row of the grid (default: square)")
+    _add_common(p)
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("grid", help="a table of classes, e.g. shapes down x backgrounds across",
+                       description="One mechanism's classes down the rows, another's across the columns. "
+                                   "Example: pycgn grid --rows shape --cols bg --texture 2 -o grid.png")
+    p.add_argument("--rows", default="shape", choices=MECHANISMS, help="mechanism that varies down (default: shape)")
+    p.add_argument("--cols", default="bg", choices=MECHANISMS, help="mechanism that varies across (default: bg)")
+    p.add_argument("--row-classes", default=None, help="comma list of classes down (default: all)")
+    p.add_argument("--col-classes", default=None, help="comma list of classes across (default: all)")
+    p.add_argument("--vary-noise", action="store_true", help="draw new latents per cell instead of sharing them")
+    _mechanism_args(p)
+    _add_common(p)
+    p.set_defaults(func=_cmd_grid)
+
+    p = sub.add_parser("interpolate", help="an interpolation sheet between two classes of one mechanism",
+                       description="Moves one mechanism's class embedding from --start to --end. "
+                                   "Example: pycgn interpolate --mechanism shape --start 3 --end 8 -o interp.png")
+    p.add_argument("--mechanism", default="shape", choices=MECHANISMS, help="mechanism to interpolate")
+    p.add_argument("--start", required=True, help="class at the left")
+    p.add_argument("--end", required=True, help="class at the right")
+    p.add_argument("--steps", type=int, default=8, help="columns (default: 8)")
+    p.add_argument("--rows", type=int, default=4, help="rows, each with its own latents (default: 4)")
+    _mechanism_args(p)
+    _add_common(p, backend=False)
+    p.set_defaults(func=_cmd_interpolate)
+
+    p = sub.add_parser("info", help="models, backends, kernels and versions of this install")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_info)
