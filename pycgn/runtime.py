@@ -34,6 +34,9 @@ blocks come from the heap and stay mapped for the next call: the process keeps i
 (like tcmalloc or onnxruntime's arena). Set ``PYCGN_MALLOC=default`` to leave malloc alone.
 Large blocks allocated from threads other than the main one may still be mapped per call;
 onnxruntime is immune either way.
+
+Why one module of ~550 lines: every runner shares the ``Runner`` contract, the parity check
+against eager PyTorch and the export cache, and ``auto`` times the others; they change together.
 """
 from __future__ import annotations
 

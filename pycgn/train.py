@@ -40,6 +40,10 @@ Every random draw of step ``s`` comes from ``torch.manual_seed(f(seed, s))`` and
 order of epoch ``e`` from ``f(seed, e)``, so a run resumed from ``OUT/train_state.pt``
 (written atomically every ``--save-every`` steps and on Ctrl-C / SIGTERM) continues exactly
 as the uninterrupted run would.
+
+Why one module of ~650 lines: both recipes share the ``Trainer`` base, its losses, its seeded
+step and its resume state; a training step read in one file is the one that reproduces the
+shipped weights bit for bit.
 """
 from __future__ import annotations
 

@@ -16,6 +16,10 @@ Sampling streams (``pycgn.sampler`` numbering, part of the format, never renumbe
 when ``shared_noise`` (the published scheme: one noise vector for the three mechanisms);
 17 ``U_TRUNC_TEXTURE`` and 18 ``U_TRUNC_BG`` their own noise otherwise. Classes use the
 sampler's streams 3-5 over 1000 classes.
+
+Why one module of ~480 lines: the model, its sampling (truncated noise, class names) and its
+strict loader of the published files are one format; the nets themselves are in ``biggan.py``
+and ``u2net.py``.
 """
 from __future__ import annotations
 
