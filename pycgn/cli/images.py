@@ -90,40 +90,48 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _image_command(sub, name, func, help, description, options, backend=True):
+    """A subcommand that draws images: its own ``options`` ((flags, kwargs) pairs), then the
+    mechanism classes and the options every image command shares."""
+    p = sub.add_parser(name, help=help, description=description)
+    for flags, kwargs in options:
+        p.add_argument(*flags, **kwargs)
+    _mechanism_args(p)
+    _add_common(p, backend=backend)
+    p.set_defaults(func=func)
+
+
 def register(sub) -> None:
-    p = sub.add_parser("generate", help="write a PNG grid of counterfactual images",
-                       description="Generate counterfactual images: each mechanism takes its own class. "
-                                   "Example: pycgn generate --shape 3 --texture 7 --bg 1 -n 16 --seed 5 -o out.png")
-    _mechanism_args(p)
-    p.add_argument("-n", type=int, default=16, help="number of images (default: 16)")
-    p.add_argument("--cols", type=int, default=0, help="images per row of the grid (default: square)")
-    _add_common(p)
-    p.set_defaults(func=_cmd_generate)
+    _image_command(
+        sub, "generate", _cmd_generate, "write a PNG grid of counterfactual images",
+        "Generate counterfactual images: each mechanism takes its own class. "
+        "Example: pycgn generate --shape 3 --texture 7 --bg 1 -n 16 --seed 5 -o out.png",
+        [(["-n"], dict(type=int, default=16, help="number of images (default: 16)")),
+         (["--cols"], dict(type=int, default=0, help="images per row of the grid (default: square)"))])
+    _image_command(
+        sub, "grid", _cmd_grid, "a table of classes, e.g. shapes down x backgrounds across",
+        "One mechanism's classes down the rows, another's across the columns. "
+        "Example: pycgn grid --rows shape --cols bg --texture 2 -o grid.png",
+        [(["--rows"], dict(default="shape", choices=MECHANISMS, help="mechanism that varies down (default: shape)")),
+         (["--cols"], dict(default="bg", choices=MECHANISMS, help="mechanism that varies across (default: bg)")),
+         (["--row-classes"], dict(default=None, help="comma list of classes down (default: all)")),
+         (["--col-classes"], dict(default=None, help="comma list of classes across (default: all)")),
+         (["--vary-noise"], dict(action="store_true", help="draw new latents per cell instead of sharing them"))])
+    # no --backend: interpolation blends class embeddings inside the nets, which only eager torch can do
+    _image_command(
+        sub, "interpolate", _cmd_interpolate, "an interpolation sheet between two classes of one mechanism",
+        "Moves one mechanism's class embedding from --start to --end. "
+        "Example: pycgn interpolate --mechanism shape --start 3 --end 8 -o interp.png",
+        [(["--mechanism"], dict(default="shape", choices=MECHANISMS,
+                                help="mechanism to interpolate (default: shape)")),
+         (["--start"], dict(required=True, help="class at the left")),
+         (["--end"], dict(required=True, help="class at the right")),
+         (["--steps"], dict(type=int, default=8, help="columns (default: 8)")),
+         (["--rows"], dict(type=int, default=4, help="rows, each with its own latents (default: 4)"))],
+        backend=False)
 
-    p = sub.add_parser("grid", help="a table of classes, e.g. shapes down x backgrounds across",
-                       description="One mechanism's classes down the rows, another's across the columns. "
-                                   "Example: pycgn grid --rows shape --cols bg --texture 2 -o grid.png")
-    p.add_argument("--rows", default="shape", choices=MECHANISMS, help="mechanism that varies down (default: shape)")
-    p.add_argument("--cols", default="bg", choices=MECHANISMS, help="mechanism that varies across (default: bg)")
-    p.add_argument("--row-classes", default=None, help="comma list of classes down (default: all)")
-    p.add_argument("--col-classes", default=None, help="comma list of classes across (default: all)")
-    p.add_argument("--vary-noise", action="store_true", help="draw new latents per cell instead of sharing them")
-    _mechanism_args(p)
-    _add_common(p)
-    p.set_defaults(func=_cmd_grid)
-
-    p = sub.add_parser("interpolate", help="an interpolation sheet between two classes of one mechanism",
-                       description="Moves one mechanism's class embedding from --start to --end. "
-                                   "Example: pycgn interpolate --mechanism shape --start 3 --end 8 -o interp.png")
-    p.add_argument("--mechanism", default="shape", choices=MECHANISMS, help="mechanism to interpolate")
-    p.add_argument("--start", required=True, help="class at the left")
-    p.add_argument("--end", required=True, help="class at the right")
-    p.add_argument("--steps", type=int, default=8, help="columns (default: 8)")
-    p.add_argument("--rows", type=int, default=4, help="rows, each with its own latents (default: 4)")
-    _mechanism_args(p)
-    _add_common(p, backend=False)
-    p.set_defaults(func=_cmd_interpolate)
-
-    p = sub.add_parser("info", help="models, backends, kernels and versions of this install")
+    p = sub.add_parser("info", help="models, backends, kernels and versions of this install",
+                       description="What this install can do: versions, the compiled extension's kernels, "
+                                   "backends, execution providers and the shipped models.")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_info)
