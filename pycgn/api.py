@@ -20,6 +20,7 @@ from .sampler import Draw, Sampler
 
 MECHANISMS = ("shape", "texture", "bg")
 OUTPUTS = ("numpy", "torch", "pil")
+BATCH_PIXELS = 256 * 32 * 32  # pixels per batch in generate: 256 MNIST images, 4 of 256x256
 
 
 def _device(device) -> torch.device:
@@ -29,6 +30,8 @@ def _device(device) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from e
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was asked for, but torch sees no CUDA device here")
     return dev
@@ -188,12 +191,13 @@ class Generator:
             mask, fg, bg = self._forward(d)
             return _composite(mask, fg, bg, d.fg_offset, d.bg_offset, "uint8", "NHWC", out=out)
 
-    def parts(self, draw: Draw, seed: int = -1) -> Parts:
-        """Images and every part that made them (mask, cropped textures, inputs)."""
+    def parts(self, draw: Draw, seed: int = -1, out: torch.Tensor | None = None) -> Parts:
+        """Images (written into ``out`` if given) and every part that made them (mask, cropped
+        textures, inputs)."""
         d = draw.to(self.device)
         with self._lock, torch.inference_mode():
             mask, fg, bg = self._forward(d)
-            images = _composite(mask, fg, bg, d.fg_offset, d.bg_offset, "uint8", "NHWC")
+            images = _composite(mask, fg, bg, d.fg_offset, d.bg_offset, "uint8", "NHWC", out=out)
             h, w = mask.shape[-2:]
             return Parts(images=images, mask=mask.clamp(*reference.CLAMP),
                          foreground=reference.crop(fg, d.fg_offset, h, w),
@@ -207,6 +211,8 @@ class Generator:
         names = self.class_names
 
         def one(v):
+            if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and not 0 <= v < len(names):
+                raise ValueError(f"{name} has class id {v}, expected 0..{len(names) - 1}")
             if v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)):
                 return v
             if isinstance(v, str):
@@ -216,7 +222,7 @@ class Generator:
                 if v in names:
                     return names.index(v)
                 if v.strip().lstrip("-").isdigit():
-                    return int(v)
+                    return one(int(v))
                 raise ValueError(f"{name}: unknown class {v!r}; expected an id 0..{len(names) - 1} or one of "
                                  f"{', '.join(names[:12])}{'...' if len(names) > 12 else ''}")
             raise TypeError(f"{name} must be a class id, a class name, a sequence of them or None, "
@@ -258,12 +264,67 @@ class Generator:
                 raise ValueError(f"{k} has {length} entries, which does not broadcast against n={count}")
         if seed is None:
             seed = secrets.randbits(63)
-        draw = self.sampler(seed).draw(range(start, start + count), **classes)
+        h = self.model.image_size
+        per_image = h * h * (3 + 4 * (1 + 3 + 3) * return_parts)  # uint8 RGB (+ float32 mask, fg and bg)
+        _check_fits("n", count, per_image, self.device)
+        sampler = self.sampler(seed)
+        # Bounded batches: memory holds the output and one batch's activations, whatever n is.
+        step = max(1, BATCH_PIXELS // (h * h))
+        images = torch.empty((count, h, h, 3), dtype=torch.uint8, device=self.device)
+        parts = []
+        for a in range(0, count, step):
+            b = min(count, a + step)
+            some = {k: v[a:b] if isinstance(v, list) and len(v) == count else v for k, v in classes.items()}
+            draw = sampler.draw(range(start + a, start + b), **some)
+            if return_parts:
+                parts.append(self.parts(draw, seed=seed, out=images[a:b]))
+            else:
+                self.images(draw, out=images[a:b])
         if return_parts:
-            parts = self.parts(draw, seed=seed)
-            parts.images = _as_output(parts.images, output)
-            return parts
-        return _as_output(self.images(draw), output)
+            whole = _cat_parts(parts, images, seed, self.backend) if parts else self.parts(
+                sampler.draw(range(0)), seed=seed)
+            whole.images = _as_output(whole.images, output)
+            return whole
+        return _as_output(images, output)
+
+
+def _cat_parts(parts: list, images: torch.Tensor, seed: int, backend: str) -> "Parts":
+    fields = {f: torch.cat([getattr(p, f) for p in parts]) for f in Parts.__dataclass_fields__
+              if f not in ("images", "seed", "backend")}
+    return Parts(images=images, seed=seed, backend=backend, **fields)
+
+
+def _available_memory(device: torch.device) -> int | None:
+    """Bytes the output may take: free device memory on a GPU, MemAvailable on a Linux host."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if nbytes < 1024 or unit == "PiB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+
+
+def _check_fits(name: str, count: int, per_item: int, device: torch.device) -> None:
+    """Refuse up front a request whose output alone cannot fit, naming the size it would need."""
+    need = count * per_item
+    have = _available_memory(device)
+    if have is not None and need > have:
+        raise ValueError(f"{name}={count}: the output needs {_size(need)}, more than the {_size(have)} of "
+                         f"memory available; ask for fewer, or write a dataset with `pycgn synth`")
 
 
 def _as_output(images: torch.Tensor, output: str):

@@ -1,5 +1,5 @@
 """Sheets of images: ``tile``, ``grid`` (one mechanism down, another across), ``interpolate``
-(one mechanism's class blended), and PNG files written atomically."""
+(one mechanism's class blended), and image files (PNG, JPEG...) written atomically."""
 from __future__ import annotations
 
 import os
@@ -8,22 +8,42 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._io import atomic_path
-from .api import MECHANISMS, _composite, get_generator
+from ._io import atomic_path, check_replaceable
+from .api import MECHANISMS, _check_fits, _composite, get_generator
+
+
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
+                 ".tif": "TIFF", ".tiff": "TIFF"}
+MAX_SIDE = {"JPEG": 65_535, "WEBP": 16_383}  # the formats' own limits; PNG and the others: 2**31 - 1
+
+
+def _positive(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
 
 
 def tile(images, cols: int, pad: int = 2, scale: int = 1, fill: int = 255) -> np.ndarray:
-    """(N, H, W, 3) uint8 -> one (rows*(H+pad)+pad, cols*(W+pad)+pad, 3) sheet, row-major."""
+    """(N, H, W, 3) uint8 -> one (rows*(H*scale+pad)+pad, cols*(W*scale+pad)+pad, 3) sheet, row-major."""
     images = np.asarray(images.cpu() if isinstance(images, torch.Tensor) else images)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
-    if cols < 1:
-        raise ValueError(f"cols must be >= 1, got {cols}")
+    cols, scale = _positive("cols", cols), _positive("scale", scale)
+    if isinstance(pad, bool) or not isinstance(pad, (int, np.integer)) or pad < 0:
+        raise ValueError(f"pad must be an int >= 0, got {pad!r}")
+    n, h, w, _ = images.shape
+    h, w = h * scale, w * scale  # Python ints: no overflow, however large the request
+    rows = max(1, -(-n // cols))
+    height, width = rows * (h + pad) + pad, cols * (w + pad) + pad
+    if max(height, width) > 2**31 - 1:
+        raise ValueError(f"the sheet would be {width} x {height} pixels, more than an image file can hold; "
+                         f"lower scale ({scale}) or cols ({cols})")
+    _check_fits("the sheet's size", 1, height * width * 3, torch.device("cpu"))
     if scale > 1:
         images = images.repeat(scale, axis=1).repeat(scale, axis=2)
-    n, h, w, _ = images.shape
-    rows = max(1, -(-n // cols))
-    sheet = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), fill, dtype=np.uint8)
+    sheet = np.full((height, width, 3), fill, dtype=np.uint8)
     for i in range(n):
         r, c = divmod(i, cols)
         y, x = pad + r * (h + pad), pad + c * (w + pad)
@@ -31,12 +51,23 @@ def tile(images, cols: int, pad: int = 2, scale: int = 1, fill: int = 255) -> np
     return sheet
 
 
+def image_format(path) -> str:
+    """The file format a path's suffix names (no suffix: PNG); a clear error for others."""
+    suffix = Path(path).suffix.lower()
+    if not suffix:
+        return "PNG"
+    if suffix not in IMAGE_FORMATS:
+        raise ValueError(f"output {path}: unknown image type {suffix!r}; use one of "
+                         f"{', '.join(sorted(IMAGE_FORMATS))}")
+    return IMAGE_FORMATS[suffix]
+
+
 def check_writable(path) -> Path:
-    """Fail before any work if ``path`` cannot be written (its folder is missing or read-only)."""
-    path = Path(path)
+    """Fail before any work if ``path`` cannot be written: its folder is missing or read-only,
+    its type is unknown, or something other than a writable regular file is there."""
+    path = check_replaceable(path)
+    image_format(path)
     folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise IsADirectoryError(f"output {path} is a directory; give a file name such as {path / 'out.png'}")
     if not folder.is_dir():
         raise FileNotFoundError(f"output folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
@@ -44,12 +75,16 @@ def check_writable(path) -> Path:
     return path
 
 
-def save_png(array: np.ndarray, path) -> Path:
-    """Write a uint8 (H, W, 3) array as PNG, atomically."""
+def save_image(array: np.ndarray, path) -> Path:
+    """Write a uint8 (H, W, 3) array atomically, in the format the suffix names (PNG, JPEG...)."""
     from PIL import Image
     path = check_writable(path)
+    fmt = image_format(path)
+    if max(array.shape[:2]) > MAX_SIDE.get(fmt, 2**31 - 1):
+        raise ValueError(f"output {path}: {fmt} holds at most {MAX_SIDE[fmt]} pixels a side, the sheet is "
+                         f"{array.shape[1]} x {array.shape[0]}; write a .png")
     with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
+        Image.fromarray(array).save(tmp, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
     return path
 
 
@@ -89,7 +124,7 @@ def grid(rows: str = "shape", cols: str = "bg", row_classes=None, col_classes=No
     draw = sampler.draw([0] * n if same_noise else range(n), **classes)
     sheet = tile(gen.images(draw), cols=len(cc), pad=pad, scale=scale)
     if path is not None:
-        save_png(sheet, path)
+        save_image(sheet, path)
     return sheet
 
 
@@ -108,6 +143,7 @@ def interpolate(mechanism: str = "shape", start=0, end=1, steps: int = 8, rows: 
     if path is not None:
         check_writable(path)
     gen = get_generator(model, "torch", device, truncation)
+    _check_fits("rows x steps", rows * steps, 3 * gen.model.image_size ** 2 * 8, gen.device)  # + float32 parts
     a, b = gen.class_ids("start", start, 1), gen.class_ids("end", end, 1)
     for name, v in (("start", a), ("end", b)):
         if not isinstance(v, int):
@@ -123,7 +159,7 @@ def interpolate(mechanism: str = "shape", start=0, end=1, steps: int = 8, rows: 
         images = _interpolate_class_vectors(m, draw, mechanism, a, b, alphas, rows, steps)
         sheet = tile(images, cols=steps, pad=pad, scale=scale)
         if path is not None:
-            save_png(sheet, path)
+            save_image(sheet, path)
         return sheet
     emb = m.label_emb.weight.detach()
     nets = {"shape": m.f_shape, "texture": m.f_text1, "bg": m.f_text2}
@@ -144,7 +180,7 @@ def interpolate(mechanism: str = "shape", start=0, end=1, steps: int = 8, rows: 
         images = _composite(outs["shape"], outs["texture"], outs["bg"], fo, bo, "uint8", "NHWC")
     sheet = tile(images, cols=steps, pad=pad, scale=scale)
     if path is not None:
-        save_png(sheet, path)
+        save_image(sheet, path)
     return sheet
 
 

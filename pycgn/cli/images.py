@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import _checks
 from ..api import MECHANISMS, get_generator, info
-from ..sheets import check_writable, grid, interpolate, save_png, tile
+from ..sheets import check_writable, grid, interpolate, save_image, tile
 
 
 def _classes_arg(text: str | None):
@@ -47,7 +47,7 @@ def _cmd_generate(args) -> int:
     images = gen.generate(_classes_arg(args.shape), _classes_arg(args.texture), _classes_arg(args.bg), n=args.n,
                           seed=args.seed, output="numpy")
     cols = args.cols or int(np.ceil(np.sqrt(len(images))))
-    save_png(tile(images, cols=cols, scale=args.scale), args.out)
+    save_image(tile(images, cols=cols, scale=args.scale), args.out)
     print(f"wrote {args.out}: {len(images)} images ({gen.info.variant}, backend {gen.backend}, seed {args.seed})")
     return 0
 
