@@ -236,6 +236,8 @@ def rerun(script: str, argv: list[str], variants: dict[str, tuple[str, dict]]) -
             print(f"running {key} ({allocator}) ...", file=sys.stderr, flush=True)
             subprocess.run([sys.executable, script, *argv, CHILD_FLAG, out], env=env, check=True)
             results[key] = json.loads(Path(out).read_text())
+    if not results:
+        raise SystemExit("no allocator variant could run: nothing to report")
     return results
 
 
