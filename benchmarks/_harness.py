@@ -30,9 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 # The published checkpoints: ../shared beside the repository, on developer and CI machines only.
@@ -50,7 +50,7 @@ def _use_this_checkout() -> None:
 
 _use_this_checkout()
 
-import torch  # noqa: E402  (after the path fix-up, as pycgn's own import of torch comes with it)
+import torch  # noqa: E402  (after the path fix-up: the order of imports is the point)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,7 +160,7 @@ def tcmalloc_path() -> str | None:
     if env:
         return env if os.path.isfile(env) else None
     try:
-        cache = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=10).stdout
+        cache = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=10, check=False).stdout
         for line in cache.splitlines():
             if line.strip().startswith(TCMALLOC + " ") and "=>" in line:
                 path = line.split("=>", 1)[1].strip()
@@ -254,7 +254,7 @@ def cpu_model() -> str:
     except OSError:
         pass
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
         for line in out.splitlines():
             if line.startswith("Model name"):
                 return line.split(":", 1)[1].strip()
@@ -369,8 +369,12 @@ def share(x: float) -> str:
 
 
 def command() -> str:
-    """The command line that ran this benchmark, for its report."""
-    return "`python benchmarks/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) + "`"
+    """The command line that ran this benchmark, for its report (in a child of :func:`rerun`, its parent's)."""
+    argv = list(sys.argv[1:])
+    if CHILD_FLAG in argv:
+        i = argv.index(CHILD_FLAG)
+        del argv[i:i + 2]
+    return "`python benchmarks/" + " ".join([Path(sys.argv[0]).name, *argv]) + "`"
 
 
 def write_report(path, text: str, echo: bool = True) -> None:

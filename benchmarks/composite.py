@@ -191,7 +191,7 @@ def report(results, args):
              "allocator headings give the best 256 MiB copy_ of each run for scale. ms: median of the rounds; "
              "spread: their interquartile range over the median.", ""]
     base = {(r["case"], r["out"], r["cand"]): r["ms"] for r in results.get("tcmalloc", {"rows": []})["rows"]}
-    for key, res in results.items():
+    for res in results.values():
         lines += [f"## Allocator: {res['allocator']} (best copy_ of 256 MiB: {res['copy_gbs']:.1f} GB/s)", ""]
         lines += H.table(["case", "output", "candidate", "ms", "spread", "GB/s", "of copy bw", "minor faults/call",
                           "pycgn speed-up"],

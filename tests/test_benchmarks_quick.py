@@ -115,10 +115,12 @@ def test_allocator_in_use_sees_preloaded_tcmalloc():
         assert p.stdout.strip() == alloc
 
 
-def test_table_and_report(tmp_path):
+def test_table_and_report(tmp_path, monkeypatch):
     lines = H.table(["case", "ms", "x"], [["a", 1.5, H.ratio(2)], ["b", 3, H.share(0.25)]], "lrr")
     assert lines == ["| case | ms | x |", "|---|---:|---:|", "| a | 1.5 | 2.00x |", "| b | 3 | 25% |"]
     out = tmp_path / "sub" / "r.md"
     H.write_report(out, "hello\n", echo=False)
     assert out.read_text() == "hello\n" and [p.name for p in out.parent.iterdir()] == ["r.md"]
     assert set(H.cpu_flags()) == set(H.ISA) and H.cpu_model() in H.machine_line()
+    monkeypatch.setattr(sys, "argv", ["/x/benchmarks/imagenet.py", "--quick", H.CHILD_FLAG, "/tmp/c.json", "--n", "3"])
+    assert H.command() == "`python benchmarks/imagenet.py --quick --n 3`"  # a child reports its parent's command
