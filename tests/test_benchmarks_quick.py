@@ -41,7 +41,9 @@ QUICK = {
 
 def _run(script: str, args: list[str], out: Path) -> str:
     cmd = [sys.executable, str(BENCH / f"{script}.py"), *args, "--out", str(out)]
-    env = {**os.environ, "PYCGN_CACHE_DIR": str(out.parent / "cache")}
+    # One thread: the figures are not checked, and on a loaded shared machine two-thread runs crawl
+    # (each OpenMP barrier waits for a descheduled thread).
+    env = {**os.environ, "PYCGN_CACHE_DIR": str(out.parent / "cache"), "OMP_NUM_THREADS": "1"}
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=BENCH.parent, timeout=1200)
     assert p.returncode == 0, f"{' '.join(cmd)} exited {p.returncode}:\n{p.stderr[-3000:]}"
     assert out.is_file(), f"{script} wrote no report"
