@@ -50,7 +50,7 @@ def _use_this_checkout() -> None:
 
 _use_this_checkout()
 
-import torch  # noqa: E402  (after the path fix-up: the order of imports is the point)
+import torch  # noqa: E402  (below the path fix-up, which has to run before any import of pycgn)
 
 
 # ---------------------------------------------------------------------------------------------

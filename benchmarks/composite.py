@@ -12,7 +12,7 @@ The baselines run at their best too: the script runs itself twice, with glibc's 
 and with tcmalloc preloaded (Debian: libtcmalloc-minimal4), and writes one markdown report.
 
     python benchmarks/composite.py                        # -> benchmarks/results/composite.md
-    python benchmarks/composite.py --quick --out /tmp/c.md
+    python benchmarks/composite.py --quick --out /tmp/c.md   # a smoke run: 3 rounds, N / 8
 """
 from __future__ import annotations
 

@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     model = pycgn.load(args.model)
     variant = model.info.variant
     head = f"model {args.model} ({variant}, sha256 {model.info.sha256[:8]}...), n={args.n}, epochs={args.epochs}"
-    print(head)
+    print(f"{H.machine_line()}\n{head}")
     results = []
     for row in args.rows:
         results.append(run(row, model, variant, args.n, args.epochs))
