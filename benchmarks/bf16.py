@@ -3,6 +3,7 @@
 
     python benchmarks/bf16.py                    # writes benchmarks/results/bf16.md
     python benchmarks/bf16.py --n 2000 --out -   # quicker, to stdout
+    python benchmarks/bf16.py --quick --out /tmp/b.md   # a smoke run, under a minute
 
 Fidelity: for each shipped model, ``--n`` images from the seeded sampler made with ``torch``
 (float32, eager) and with ``torch-bf16``; the table gives the absolute difference of the uint8
@@ -14,19 +15,16 @@ bfloat16 matmul rates (``torch.mm`` 2048^2), the limits the nets' FLOP rate is a
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
-from pathlib import Path
 
+import _harness as H  # first: it makes this checkout's pycgn importable
 import numpy as np
 import torch
 
 import pycgn
-from generators import flops_per_image, matmul_limit  # benchmarks/ is on sys.path
 from pycgn import runtime
 
-ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("colored_mnist", "double_colored_mnist", "wildlife_mnist")
 CANDIDATES = ("onnxruntime", "torch", "torch-bf16")
 
@@ -45,23 +43,13 @@ def fidelity(model: str, n: int, chunk: int = 1000) -> dict:
 
 def speed(batch: int, rounds: int) -> dict:
     model = pycgn.load("colored_mnist")
-    g = torch.Generator().manual_seed(0)
-    args = []
-    for _ in range(3):
-        args += [torch.randn(batch, model.latent_dim, generator=g), torch.randint(0, 10, (batch,), generator=g)]
+    args = H.mnist_inputs(model, batch)
     runners = {name: runtime.make_runner(model, name) for name in CANDIDATES
                if name in runtime.available_backends()}
-    best = {name: float("inf") for name in runners}
     with torch.inference_mode():
-        for r in runners.values():
-            r(*args)
-        for _ in range(rounds):
-            for name, r in runners.items():
-                t = time.perf_counter()
-                for _ in range(3):
-                    r(*args)
-                best[name] = min(best[name], (time.perf_counter() - t) / 3)
-    return {name: batch / t for name, t in best.items()}, flops_per_image(model)
+        times = H.interleave({name: (lambda r=r: r(*args)) for name, r in runners.items()},
+                             min_rounds=rounds, max_rounds=rounds, turn_calls=3)
+    return {name: batch / t.best for name, t in times.items()}, H.mnist_flops_per_image(model)
 
 
 def main() -> int:
@@ -69,39 +57,33 @@ def main() -> int:
     p.add_argument("--n", type=int, default=20_000, help="images per model for the fidelity table")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bf16.md"), help="'-' for stdout")
+    p.add_argument("--quick", action="store_true", help="a smoke run (under a minute): --n 300 --batch 32 --rounds 2")
+    p.add_argument("--out", default=str(H.ROOT / "benchmarks" / "results" / "bf16.md"), help="'-' for stdout")
     args = p.parse_args()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
-               platform.processor())
-    flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "").split()
+    if args.quick:
+        args.n, args.batch, args.rounds = 300, 32, 2
     lines = [f"# `torch-bf16` against float32 ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
-             f"Machine: `{cpu}`, {torch.get_num_threads()} torch threads, AMX-BF16: "
-             f"{'amx_bf16' in flags}, AVX512-BF16: {'avx512_bf16' in flags}; torch {torch.__version__}.",
+             H.machine_line(),
              f"Command: `python benchmarks/bf16.py --n {args.n} --batch {args.batch} --rounds {args.rounds}`", "",
-             f"## Fidelity: uint8 images, `torch-bf16` vs `torch` (float32), {args.n:,} images per model", "",
-             "| model | mean abs. diff (levels) | 99.9th pct | max | values that differ |", "|---|---:|---:|---:|---:|"]
+             f"## Fidelity: uint8 images, `torch-bf16` vs `torch` (float32), {args.n:,} images per model", ""]
+    rows = []
     for m in MODELS:
         f = fidelity(m, args.n)
-        lines.append(f"| {m} | {f['mean']:.3f} | {f['p999']:.0f} | {f['max']} | {100 * f['differ']:.1f} % |")
-        print(lines[-1], flush=True)
+        rows.append([m, f"{f['mean']:.3f}", f"{f['p999']:.0f}", f["max"], f"{100 * f['differ']:.1f} %"])
+        print(" | ".join(map(str, rows[-1])), flush=True)
+    lines += H.table(["model", "mean abs. diff (levels)", "99.9th pct", "max", "values that differ"], rows)
     rates, flops = speed(args.batch, args.rounds)
-    f32, b16 = matmul_limit(torch.float32), matmul_limit(torch.bfloat16)
+    f32, b16 = H.matmul_rate(torch.float32), H.matmul_rate(torch.bfloat16)
     lines += ["", f"## Speed: the three nets, batch {args.batch}, best of {args.rounds} rounds "
-              f"({flops / 1e6:.0f} MFLOP per image)", "",
-              "| backend | img/s | vs onnxruntime | GFLOP/s | share of the matmul rate of its dtype |",
-              "|---|---:|---:|---:|---:|"]
+              f"({flops / 1e6:.0f} MFLOP per image)", ""]
     base = rates.get("onnxruntime") or rates["torch"]
-    for name, r in rates.items():
-        peak = b16 if name == "torch-bf16" else f32
-        lines.append(f"| {name} | {r:.0f} | {r / base:.2f}x | {r * flops / 1e9:.0f} | {100 * r * flops / peak:.0f} % |")
+    lines += H.table(["backend", "img/s", "vs onnxruntime", "GFLOP/s", "share of the matmul rate of its dtype"],
+                     [[name, f"{r:.0f}", H.ratio(r / base), f"{r * flops / 1e9:.0f}",
+                       f"{100 * r * flops / (b16 if name == 'torch-bf16' else f32):.0f} %"]
+                      for name, r in rates.items()])
     lines += ["", f"Matmul rates (`torch.mm` 2048^2): float32 {f32 / 1e9:.0f} GFLOP/s, "
               f"bfloat16 {b16 / 1e9:.0f} GFLOP/s."]
-    text = "\n".join(lines) + "\n"
-    if args.out == "-":
-        print(text)
-    else:
-        Path(args.out).write_text(text)
-        print(text)
+    H.write_report(args.out, "\n".join(lines) + "\n")
     return 0
 
 

@@ -3,6 +3,7 @@
 
     python benchmarks/imagenet.py                                   # -> benchmarks/results/imagenet.md
     python benchmarks/imagenet.py --batches 1,8 --backends eager --out /tmp/i.md
+    python benchmarks/imagenet.py --quick --out /tmp/i.md          # a smoke run: batch 1, eager
 
 One sample = the shape net (pre-mask) + U^2-Net (mask) + texture net + background net +
 compositing to uint8 NHWC 256x256 (``pycgn.composite`` when the extension is built). Backends:
@@ -14,58 +15,24 @@ processes can only slow a call down). Also reported: the useful FLOPs per image 
 ``torch.utils.flop_counter`` on the meta device) and the achieved FLOP rate as a fraction of this
 machine's best float32 matmul rate (``torch.mm`` 2048^2, measured in the same process).
 
-The allocator is the process's: run under ``LD_PRELOAD=.../libtcmalloc_minimal.so.4`` for the
-baselines at their best (glibc's malloc page-faults eager PyTorch's large temporaries).
+The allocator is the process's, or, with ``--allocators glibc,tcmalloc``, one fresh process per
+allocator (tcmalloc preloaded: the baselines at their best, as glibc's malloc page-faults eager
+PyTorch's large temporaries), one section each.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import _harness as H  # first: it makes this checkout's pycgn importable
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pycgn import reference  # noqa: E402
-from pycgn._io import atomic_write_bytes  # noqa: E402
-from pycgn.models import imagenet as inet  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_limit(device: torch.device = torch.device("cpu")) -> float:
-    """Best float32 GFLOP/s of torch.mm (2048^2 on CPU, 8192^2 on a GPU) over a few tries."""
-    k = 8192 if device.type == "cuda" else 2048
-    a, b = torch.randn(k, k, device=device), torch.randn(k, k, device=device)
-    best = 0.0
-    for _ in range(5):
-        sync(device)
-        t = time.perf_counter()
-        torch.mm(a, b)
-        sync(device)
-        best = max(best, 2 * k ** 3 / (time.perf_counter() - t) / 1e9)
-    return best
+from pycgn import reference
+from pycgn.models import imagenet as inet
 
 
 def flops_per_image() -> float:
@@ -131,18 +98,47 @@ def main() -> int:
     ap.add_argument("--truncation", type=float, default=0.5)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                     help="cuda: eager on the GPU (timed with synchronisation); onnxruntime stays on the CPU")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "imagenet.md"))
+    ap.add_argument("--allocators", default="",
+                    help="glibc,tcmalloc: one run (a fresh process) and section per allocator; "
+                         "default: this process's allocator")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: --batches 1 --backends eager, no warm-up (no ONNX export)")
+    ap.add_argument("--out", default=str(H.ROOT / "benchmarks" / "results" / "imagenet.md"))
+    H.add_child_option(ap)
     args = ap.parse_args()
+    if args.quick:
+        args.batches, args.backends = "1", "eager"
+    unknown = set(args.backends.split(",")) - {"eager", "onnxruntime"}
+    if unknown:
+        ap.error(f"--backends: unknown {','.join(sorted(unknown))}; expected eager and/or onnxruntime")
+    allocators = [a for a in args.allocators.split(",") if a]
+    if set(allocators) - {"glibc", "tcmalloc"}:
+        ap.error(f"--allocators: expected glibc and/or tcmalloc, got {args.allocators!r}")
+    if args.child_json:
+        return H.child_result(args.child_json, {"text": measure(args)})
+    if allocators:
+        runs = H.rerun(__file__, sys.argv[1:], {a: (a, {}) for a in allocators})
+        text = "\n".join(r["text"] for r in runs.values())
+    else:
+        text = measure(args)
+    out = Path(args.out)
+    prev = out.read_text() if out.exists() and os.environ.get("PYCGN_BENCH_APPEND") else ""
+    H.write_report(out, prev + text, echo=False)
+    print(f"wrote {out}")
+    return 0
+
+
+def measure(args) -> str:
+    """One run in this process: its markdown section."""
     device = torch.device(args.device)
     batches = [int(b) for b in args.batches.split(",")]
     backends = args.backends.split(",")
     threads = torch.get_num_threads()
-    alloc = "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "glibc malloc"
+    alloc = H.allocator_in_use()
     load0 = os.getloadavg()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    limit = matmul_limit(device)
+    limit = H.matmul_rate(device=device) / 1e9
     flops = flops_per_image()
-    print(f"{cpu_name()}, {threads} threads, {alloc}; mm limit {limit:.1f} GFLOP/s; "
+    print(f"{H.cpu_model()}, {threads} threads, {alloc}; mm limit {limit:.1f} GFLOP/s; "
           f"{flops / 1e9:.1f} GFLOP per image", flush=True)
 
     torch.manual_seed(0)
@@ -162,51 +158,39 @@ def main() -> int:
         runners["onnxruntime"] = Ort(Path(tmp.name), threads)
     composite, comp_name = composite_fn()
 
-    warm = inet.imagenet_draw(1, range(1), truncation=args.truncation).to(device)
-    for r in runners.values():
-        r(warm)
+    def sample(run, d):
+        mask, fg, bg = run(d)
+        composite(mask, fg, bg, d.fg_offset, d.bg_offset, out_dtype="uint8", layout="NHWC")
+
+    if not args.quick:  # (a smoke run's figures may include first-call costs)
+        warm = inet.imagenet_draw(1, range(1), truncation=args.truncation).to(device)
+        for r in runners.values():
+            sample(r, warm)
     rows = []
     for n in batches:
         d = inet.imagenet_draw(0, range(n), truncation=args.truncation, shared_noise=False).to(device)
-        best = {k: float("inf") for k in runners}
-        for _ in range(args.rounds):
-            for name, run in runners.items():  # interleaved
-                sync(device)
-                t = time.perf_counter()
-                mask, fg, bg = run(d)
-                composite(mask, fg, bg, d.fg_offset, d.bg_offset, out_dtype="uint8", layout="NHWC")
-                sync(device)
-                best[name] = min(best[name], time.perf_counter() - t)
-        for name, s in best.items():
-            rows.append((name, n, s))
-            print(f"{name:12s} batch {n}: {s:.2f} s, {n / s:.3f} img/s", flush=True)
+        times = H.interleave({name: (lambda run=run: sample(run, d)) for name, run in runners.items()},
+                             min_rounds=args.rounds, max_rounds=args.rounds, warmup=0, device=device)
+        for name, t in times.items():
+            rows.append((name, n, t.best))
+            print(f"{name:12s} batch {n}: {t.best:.2f} s, {n / t.best:.3f} img/s", flush=True)
 
     base = {n: s for name, n, s in rows if name == "eager"}
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else alloc
     lines = [f"### ImageNet CGN, full size (256x256), {where}", "",
-             f"Machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {threads} threads; "
-             f"started {started}; load average {load0[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end "
-             "(the machine is shared: figures are lower bounds).", "",
+             f"{H.machine_line()} Started {started}; load average {load0[0]:.1f} at start.", "",
              f"One image = BigGAN-deep-256 x 3 + U^2-Net 256x256 + {comp_name} to uint8 NHWC: "
              f"{flops / 1e9:.1f} GFLOP (useful, counted). Machine limit: {limit:.1f} GFLOP/s "
-             f"(best float32 torch.mm 2048^2, same process). Best of {args.rounds} timed call(s) "
-             "after one warm-up per backend; random weights, truncation "
-             f"{args.truncation}.", "",
-             "| backend | batch | s / batch | img/s | vs eager | GFLOP/s | of mm limit |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for name, n, s in rows:
-        rate = flops * n / s / 1e9
-        ratio = f"{base[n] / s:.2f}x" if n in base else "-"
-        lines.append(f"| {name} | {n} | {s:.2f} | {n / s:.3f} | {ratio} | {rate:.1f} | {rate / limit:.0%} |")
+             f"(best float32 torch.mm {'8192' if device.type == 'cuda' else '2048'}^2, same process). "
+             f"Best of {args.rounds} timed call(s) after {'no' if args.quick else 'one'} warm-up per backend; random weights, truncation "
+             f"{args.truncation}. Command: {H.command()}.", ""]
+    lines += H.table(["backend", "batch", "s / batch", "img/s", "vs eager", "GFLOP/s", "of mm limit"],
+                     [[name, n, f"{s:.2f}", f"{n / s:.3f}", H.ratio(base[n] / s) if n in base else "-",
+                       f"{flops * n / s / 1e9:.1f}", H.share(flops * n / s / 1e9 / limit)] for name, n, s in rows])
     lines += [""] + [f"- {x}" for x in notes] + [""]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    prev = out.read_text() if out.exists() and os.environ.get("PYCGN_BENCH_APPEND") else ""
-    atomic_write_bytes(out, (prev + "\n".join(lines) + "\n").encode())
-    print(f"wrote {out}")
     if tmp is not None:
         tmp.cleanup()
-    return 0
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

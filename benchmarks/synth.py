@@ -13,13 +13,13 @@ Each candidate runs in a fresh subprocess on the same weights; the time is from 
 
     python benchmarks/synth.py --n 100000                    # the comparison (minutes)
     python benchmarks/synth.py --n 1000000 --only pycgn      # peak RSS of a large run
+    python benchmarks/synth.py --quick --out /tmp/s.md       # a smoke run, under a minute
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -27,9 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "cgn_mnist_official" / \
-    "colored_mnist.pth"
+import _harness as H  # first: it makes this checkout's pycgn importable
+
+PUBLISHED = H.PUBLISHED / "colored_mnist.pth"
+# the published weights where ../shared has them; else pycgn's own (the algorithms are the same)
+DEFAULT_MODEL = str(PUBLISHED) if PUBLISHED.is_file() else "colored_mnist"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,25 +98,21 @@ def _spawn(argv: list[str], env: dict) -> tuple[float, float, int]:
     return dt, usage.ru_maxrss / 1024, p.returncode
 
 
-def _machine() -> str:
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        name = platform.processor()
-    return f"{name}, {os.cpu_count()} CPUs"
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
-    ap.add_argument("--model", default=str(DEFAULT_MODEL))
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint path or shipped model name")
     ap.add_argument("--only", choices=("published", "pycgn"), default=None)
     ap.add_argument("--no-bf16", action="store_true", help="skip the --backend torch-bf16 candidate")
     ap.add_argument("--pycgn-args", default="", help="extra arguments for pycgn synth, e.g. '--batch-size 512'")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the candidates, interleaved")
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--quick", action="store_true", help="a smoke run (under a minute): --n 1000")
+    ap.add_argument("--out", default=None, help="also write the markdown report here")
     ap.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.quick:
+        args.n = 1000
     if args.child:
         what, rest = args.child[0], args.child[1:]
         if what == "published":
@@ -122,62 +120,73 @@ def main() -> int:
         else:
             pycgn_synth(args.model, args.n, rest[0], rest[1], args.pycgn_args.split())
         return 0
-    if not Path(args.model).is_file():
-        print(f"model {args.model} not found (the published checkpoints live in ../shared)", file=sys.stderr)
+    from pycgn.checkpoint import resolve
+    try:
+        args.model = str(resolve(args.model))
+    except (OSError, ValueError) as e:
+        print(f"synth benchmark: --model: {e} (the published checkpoints live in ../shared)", file=sys.stderr)
         return 2
-    have_tc = Path(TCMALLOC).is_file()
-    base_env = {**os.environ}
-    base_env.pop("LD_PRELOAD", None)
-    tc_env = {**base_env, "LD_PRELOAD": TCMALLOC}
     me = [sys.executable, os.path.abspath(__file__), "--n", str(args.n), "--model", args.model]
-    candidates = []
+    have_tc = H.tcmalloc_path() is not None
+    if not have_tc:
+        print(f"warning: {H.TCMALLOC} not found: glibc malloc only (apt-get install libtcmalloc-minimal4)",
+              file=sys.stderr)
+    candidates = []  # (name, what, allocator, extra pycgn synth arguments)
     if args.only in (None, "published"):
         if have_tc:
-            candidates.append(("published, tcmalloc", "published", tc_env, []))
-        candidates.append(("published, glibc malloc", "published", base_env, []))
+            candidates.append(("published, tcmalloc", "published", "tcmalloc", []))
+        candidates.append(("published, glibc malloc", "published", "glibc", []))
     if args.only in (None, "pycgn"):
-        candidates.append(("pycgn synth", "pycgn", base_env, []))
+        candidates.append(("pycgn synth", "pycgn", "glibc", []))
         if have_tc and args.only is None:
-            candidates.append(("pycgn synth, tcmalloc", "pycgn", tc_env, []))
+            candidates.append(("pycgn synth, tcmalloc", "pycgn", "tcmalloc", []))
         if not args.no_bf16:
-            candidates.append(("pycgn synth --backend torch-bf16", "pycgn", base_env, ["--backend", "torch-bf16"]))
+            candidates.append(("pycgn synth --backend torch-bf16", "pycgn", "glibc", ["--backend", "torch-bf16"]))
     results = {name: [] for name, *_ in candidates}
     work = Path(tempfile.mkdtemp(prefix="pycgn-bench-synth-"))
-    try:
-        for r in range(args.rounds):
-            for name, what, env, extra_args in candidates:
-                out = work / f"{what}-{r}"
-                stats = work / f"stats-{r}.json"
-                child = [*me, "--child", what, str(out if what == "pycgn" else out.with_suffix(".pt"))]
-                if what == "pycgn":
-                    child += [str(stats), "--pycgn-args=" + " ".join([*args.pycgn_args.split(), *extra_args])]
-                dt, rss, rc = _spawn(child, env)
-                if rc != 0:
-                    print(f"{name}: exit status {rc}", file=sys.stderr)
-                    return 1
-                extra = json.loads(stats.read_text()) if what == "pycgn" else {}
-                results[name].append({"seconds": dt, "img_per_s": args.n / dt, "peak_rss_mib": rss, **extra})
-                print(f"round {r}: {name:26s} {dt:8.1f} s  {args.n / dt:8.0f} img/s  peak RSS {rss:7.0f} MiB"
-                      + (f"  (generator waited on the writer {extra.get('generator_waited_s', 0):.2f} s, "
-                         f"writer busy {extra.get('writer_busy_s', 0):.1f} s, backend {extra.get('backend')})"
-                         if extra else ""), flush=True)
-                shutil.rmtree(out, ignore_errors=True)
-                for p in work.glob(f"{what}-{r}*"):
-                    p.unlink() if p.is_file() else shutil.rmtree(p, ignore_errors=True)
+    turn = [0]
+
+    def run(name, what, allocator, extra_args):
+        r = turn[0] // len(candidates)
+        turn[0] += 1
+        out = work / f"{what}-{r}"
+        stats = work / f"stats-{r}.json"
+        child = [*me, "--child", what, str(out if what == "pycgn" else out.with_suffix(".pt"))]
+        if what == "pycgn":
+            child += [str(stats), "--pycgn-args=" + " ".join([*args.pycgn_args.split(), *extra_args])]
+        dt, rss, rc = _spawn(child, H.allocator_env(allocator))
+        if rc != 0:
+            raise SystemExit(f"{name}: exit status {rc}")
+        extra = json.loads(stats.read_text()) if what == "pycgn" else {}
+        results[name].append({"seconds": dt, "img_per_s": args.n / dt, "peak_rss_mib": rss, **extra})
+        print(f"round {r}: {name:26s} {dt:8.1f} s  {args.n / dt:8.0f} img/s  peak RSS {rss:7.0f} MiB"
+              + (f"  (generator waited on the writer {extra.get('generator_waited_s', 0):.2f} s, "
+                 f"writer busy {extra.get('writer_busy_s', 0):.1f} s, backend {extra.get('backend')})"
+                 if extra else ""), flush=True)
+        for p in work.glob(f"{what}-{r}*"):
+            p.unlink() if p.is_file() else shutil.rmtree(p, ignore_errors=True)
+
+    try:  # whole processes, each its own warm-up: the spawn-to-exit time is the figure
+        H.interleave({c[0]: (lambda c=c: run(*c)) for c in candidates}, min_rounds=args.rounds,
+                     max_rounds=args.rounds, warmup=0)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     best = {name: max(v, key=lambda x: x["img_per_s"]) for name, v in results.items()}
-    print(f"\nmachine: {_machine()}; n = {args.n:,}, K = 1; best of {args.rounds} round(s)")
-    print("| candidate | img/s | seconds | peak RSS (MiB) |")
-    print("|---|---:|---:|---:|")
-    for name, b in best.items():
-        print(f"| {name} | {b['img_per_s']:.0f} | {b['seconds']:.1f} | {b['peak_rss_mib']:.0f} |")
     ref = best.get("published, tcmalloc") or best.get("published, glibc malloc")
-    for name in best:
-        if ref and name.startswith("pycgn synth"):
-            print(f"{name} / published at its best: {best[name]['img_per_s'] / ref['img_per_s']:.2f}x")
+    lines = [f"{H.machine_line()} n = {args.n:,}, K = 1; best of {args.rounds} round(s); model {args.model}; "
+             f"command: {H.command()}.", ""]
+    lines += H.table(["candidate", "img/s", "seconds", "peak RSS (MiB)", "/ published at its best"],
+                     [[name, f"{b['img_per_s']:.0f}", f"{b['seconds']:.1f}", f"{b['peak_rss_mib']:.0f}",
+                       H.ratio(b["img_per_s"] / ref["img_per_s"]) if ref else "-"] for name, b in best.items()])
+    print()
+    if args.out:
+        H.write_report(args.out, "# Dataset synthesis: published algorithm vs `pycgn synth` (whole process)\n\n"
+                       + "\n".join(lines) + "\n")
+    else:
+        print("\n".join(lines))
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": _machine(), "n": args.n, "results": results}, indent=1))
+        Path(args.json).write_text(json.dumps({"machine": H.machine_line(), "n": args.n, "results": results},
+                                              indent=1))
     return 0
 
 
