@@ -7,7 +7,7 @@
 
 One sample = the shape net (pre-mask) + U^2-Net (mask) + texture net + background net +
 compositing to uint8 NHWC 256x256 (``pycgn.composite`` when the extension is built). Backends:
-``eager`` (``torch.inference_mode``) and ``onnxruntime`` (the three ``export_imagenet`` ONNX files,
+``eager`` (``torch.inference_mode``) and ``onnxruntime`` (the three ONNX files of ``pycgn.export.export``,
 CPU execution provider, as many intra-op threads as torch uses). For each batch size the
 backends take turns (interleaved, so a shared machine's load hits both alike); after one
 warm-up call per backend, each gets ``--rounds`` timed calls and its best is kept (other
@@ -31,7 +31,7 @@ from pathlib import Path
 import _harness as H  # first: it makes this checkout's pycgn importable
 import torch
 
-from pycgn import reference
+from pycgn import export as pycgn_export, reference
 from pycgn.models import imagenet as inet
 
 
@@ -152,7 +152,7 @@ def measure(args) -> str:
     if "onnxruntime" in backends and device.type == "cpu":
         tmp = tempfile.TemporaryDirectory(prefix="pycgn-imagenet-bench-")
         t = time.perf_counter()
-        inet.export_imagenet(model, tmp.name, "onnx", truncation=args.truncation)
+        pycgn_export.export(model, tmp.name, "onnx", truncation=args.truncation)
         notes.append(f"ONNX export of the three mechanisms (dynamo, opset 20): {time.perf_counter() - t:.0f} s")
         print(notes[-1], flush=True)
         runners["onnxruntime"] = Ort(Path(tmp.name), threads)
