@@ -404,6 +404,10 @@ def info() -> dict:
         out["backends"] = available_backends()
     except ImportError:
         out["backends"] = ["torch"]
+    from .cache import cache_dir, entries
+    out["cache"] = {"folder": str(cache_dir()),
+                    "entries": [{"path": str(e.path), "kind": e.kind, "bytes": e.size, "detail": e.detail}
+                                for e in entries()]}
     try:
         import onnxruntime
         out["onnxruntime"] = {"version": onnxruntime.__version__,

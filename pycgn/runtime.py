@@ -57,6 +57,8 @@ from pathlib import Path
 import torch
 
 from . import _checks
+from ._status import say
+from .cache import cache_dir
 from .checkpoint import weights_sha256
 from . import export as _export
 from .export import ExportError
@@ -96,10 +98,6 @@ def tune_malloc() -> bool:
     M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # <malloc.h>
     _malloc_tuned = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
     return _malloc_tuned
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("PYCGN_CACHE_DIR") or Path.home() / ".cache" / "pycgn").expanduser()
 
 
 def _have_onnxruntime() -> bool:
@@ -146,6 +144,7 @@ def cached_export(model: MnistCGN, fmt: str, sha: str | None = None) -> Path:
                       stacklevel=3)
         final = Path(tempfile.mkdtemp(prefix="pycgn-export-"))
         return _export.export(model, final, format=fmt)
+    say(f"exporting the model's nets to {fmt} (once per model: cached in {root.parent})")
     try:
         _export.export(model, tmp, format=fmt)
         try:
@@ -270,6 +269,7 @@ class CompileRunner(TorchRunner):
         self.providers = [f"inductor-{self.device.type}"]
         # dynamic=True: one graph for every batch size (and one for batch 1), not one per size.
         self.nets = [torch.compile(mech, dynamic=True, options={"freezing": True}) for mech in self.nets]
+        say("torch.compile: the first call compiles the nets (tens of seconds on a small CPU, in every process)")
 
 
 class TorchScriptRunner(_NetsRunner):
@@ -488,6 +488,8 @@ class AutoRunner(Runner):
         name = self.choice.get(b)
         if name is None:
             with self._lock:
+                say(f"backend auto: timing {', '.join(self.candidates)} on a batch of {args[0].shape[0]} (once per "
+                    f"batch-size class on this machine; `pycgn cache` shows the choices)")
                 best, out = self._measure(args)
                 self.choice[b] = best
                 self._save()

@@ -4,6 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# Status lines ("pycgn: exporting ...") are for people at a terminal; tests that check them unset this.
+os.environ.setdefault("PYCGN_QUIET", "1")
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "cgn_mnist_official"
 VARIANTS = ("colored_mnist", "double_colored_mnist", "wildlife_mnist")
 

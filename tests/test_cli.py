@@ -111,6 +111,7 @@ BAD_VALUE = {
     "synth": (["--model", "nosuchmodel", "--n", "4", "--out", "{tmp}/s"], "model must be one of"),
     "train": (["--variant", "colored_mnist", "--out", "{tmp}/t", "--epochs", "0"], "--epochs must be >= 1"),
     "evaluate": (["invariance", "--model", "nosuchmodel"], "model must be one of"),
+    "cache": (["--clear", "now"], "unrecognized arguments"),
 }
 
 
@@ -130,3 +131,26 @@ def test_every_subcommand_reports_errors_in_one_line(cmd, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2, (args, err)
         assert len(err) == 1 and words in err[0] and err[0].startswith(f"pycgn {cmd}"), (args, err)
+
+
+def test_status_messages_cache_listing_and_clearing(model_path, tmp_path):
+    env = {**os.environ, "PYCGN_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("PYCGN_QUIET", None)
+
+    def pycgn_cli(*args):
+        return subprocess.run([sys.executable, "-m", "pycgn", *map(str, args)], capture_output=True, text=True,
+                              timeout=300, env=env)
+    r = pycgn_cli("generate", "--model", model_path, "-n", 2, "--backend", "onnxruntime", "--quiet",
+                  "-o", tmp_path / "a.png")
+    assert r.returncode == 0 and r.stderr == "", r.stderr  # --quiet: no status lines
+    r = pycgn_cli("cache")
+    assert r.returncode == 0 and "1 entry" in r.stdout and "onnx export" in r.stdout, r.stdout
+    r = pycgn_cli("cache", "--clear")
+    assert r.returncode == 0 and "cleared" in r.stdout
+    assert list((tmp_path / "cache").iterdir()) == []
+    r = pycgn_cli("generate", "--model", model_path, "-n", 2, "-o", tmp_path / "b.png")
+    assert r.returncode == 0, r.stderr
+    assert "pycgn: exporting the model's nets to onnx" in r.stderr, r.stderr
+    assert "pycgn: backend auto: timing" in r.stderr, r.stderr
+    r = pycgn_cli("info")
+    assert f"cache: {tmp_path / 'cache'}" in r.stdout and "backend auto chose: batch <= 2:" in r.stdout, r.stdout

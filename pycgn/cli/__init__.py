@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "synth",       # synth
     "train",       # train
     "evaluate",    # evaluate
+    "cache",       # cache
 )
 
 
@@ -54,6 +55,9 @@ def main(argv=None) -> int:
         print(f"pycgn {args.command}: error: unrecognized arguments: {' '.join(extra)}", file=sys.stderr)
         return 2
     args.argv = ["pycgn", *argv]  # the command as typed, for records such as a dataset's manifest
+    if getattr(args, "quiet", False):
+        from .._status import quiet
+        quiet(True)
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as e:

@@ -30,7 +30,9 @@ def _add_common(p, backend=True):
     p.add_argument("--truncation", type=float, default=None,
                    help="ImageNet CGN only: noise truncation in (0, 1] (default: 0.5)")
     p.add_argument("--scale", type=int, default=4, help="enlarge each image this many times (default: 4)")
-    p.add_argument("-o", "--out", required=True, help="output PNG file")
+    p.add_argument("-o", "--out", required=True,
+                   help="output image: .png, .jpg, .webp, .bmp or .tif (no suffix: PNG)")
+    p.add_argument("--quiet", action="store_true", help="no status messages on stderr")
 
 
 def _mechanism_args(p):
@@ -87,7 +89,17 @@ def _cmd_info(args) -> int:
         print(f"onnxruntime {data['onnxruntime']['version']}: {', '.join(data['onnxruntime']['providers'])}")
     for name, path in data["models"].items():
         print(f"model {name}: {path or 'missing'}")
+    cache = data["cache"]
+    print(f"cache: {cache['folder']} ({len(cache['entries'])} {_plural(len(cache['entries']), 'entry', 'entries')}; "
+          f"`pycgn cache` lists them)")
+    for e in cache["entries"]:
+        if e["kind"] == "auto choices":
+            print(f"backend auto chose: {e['detail']}")
     return 0
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return one if n == 1 else many
 
 
 def _image_command(sub, name, func, help, description, options, backend=True):
