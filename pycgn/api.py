@@ -98,6 +98,16 @@ class Parts:
     def __len__(self) -> int:
         return int(self.shape.shape[0])
 
+    def __repr__(self) -> str:  # shapes and dtypes, not whole arrays
+        def show(v):
+            if isinstance(v, (torch.Tensor, np.ndarray)):
+                return f"{str(v.dtype).replace('torch.', '')} {tuple(v.shape)}"
+            if isinstance(v, list):
+                return f"list of {len(v)}"
+            return repr(v)
+        inner = ", ".join(f"{k}={show(getattr(self, k))}" for k in self.__dataclass_fields__)
+        return f"Parts(n={len(self)}, {inner})"
+
 
 class _ImagenetSampler:
     """The ImageNet CGN's draws (truncated noise, 1000 classes, zero offsets) behind the Sampler API."""
@@ -141,6 +151,10 @@ class Generator:
         self.model.to(self.device).eval()
         self._runner = _make_runner(self.model, backend, self.device)
         self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"Generator(model={self.info.variant!r}, kind={self.kind!r}, backend={self.backend!r}, "
+                f"device={str(self.device)!r}, sha256={self.info.sha256[:12]!r})")
 
     @property
     def info(self):
