@@ -172,3 +172,31 @@ def test_fallback_and_backward_helpers_are_capturable():
     torch.cuda.synchronize()
     assert torch.equal(got, exp)
     assert torch.equal(exp.cpu(), torch.stack((fo[:, 0].cpu() % 5, fo[:, 1].cpu() % 7), 1))
+
+
+def test_onnxruntime_iobinding_on_a_side_stream(tmp_path, monkeypatch):
+    """OrtRunner's CUDA path, called on a non-default stream right after the inputs are made
+    there: outputs equal eager torch's (ORT must wait for them, and torch for ORT)."""
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip(f"onnxruntime {ort.__version__} has no CUDA execution provider (onnxruntime-gpu)")
+    from conftest import random_mnist
+    from pycgn import runtime as rt
+    monkeypatch.setenv("PYCGN_CACHE_DIR", str(tmp_path))
+    model = random_mnist(778).cuda()
+    runner = rt.make_runner(model, backend="onnxruntime", device="cuda")
+    assert runner.on_gpu, runner.providers
+    g = torch.Generator().manual_seed(5)
+    host = [torch.randn(64, 32, generator=g).pin_memory() if k % 2 == 0 else
+            torch.randint(0, 10, (64,), generator=g).pin_memory() for k in range(6)]
+    with torch.no_grad():
+        want = model(*(h.cuda() for h in host))
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        torch.cuda._sleep(50_000_000)
+        args = [h.to("cuda", non_blocking=True) for h in host]
+        got = runner(*args)
+        got = [t * 1.0 for t in got]  # torch reads ORT's outputs on s
+    s.synchronize()
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
