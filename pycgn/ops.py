@@ -2,16 +2,17 @@
 
 Per image b, channel c, pixel (y, x)::
 
-    m   = clamp(mask[b, 0 or c, y, x], lo, hi)
+    m   = clamp(mask[b, 0 or c, y, x], lo, hi)   (as torch.clamp: a NaN mask stays NaN)
     f   = fg[b, c, (y + fg_offset[b, 0]) mod Hf, (x + fg_offset[b, 1]) mod Wf]
     g   = bg[b, c, (y + bg_offset[b, 0]) mod Hb, (x + bg_offset[b, 1]) mod Wb]
-    out = m*f + (1-m)*g as float32, or round-half-even(clamp((v+1)*127.5, 0, 255)) as uint8
+    out = m*f + (1-m)*g as float32, or round-half-even(clamp((v+1)*127.5, 0, 255)) as uint8 (NaN -> 0)
 
 Runs the compiled operator ``torch.ops.pycgn.composite`` (CPU, and CUDA when built with it)
 and falls back to :func:`pycgn.reference.composite` where it is missing. float16 and
 bfloat16 inputs are converted to float32 here (the kernel reads float32 only); results equal
-the reference bit for bit. A fake kernel makes the operator traceable by ``torch.compile``
-and ``torch.export``.
+the reference bit for bit, non-finite values included. An ``out=`` must be writable and share
+no memory with the inputs (else a ValueError names it). A fake kernel makes the operator
+traceable by ``torch.compile`` and ``torch.export``.
 """
 from __future__ import annotations
 
