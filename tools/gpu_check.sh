@@ -282,7 +282,7 @@ wanted=()
 for a in "$@"; do
   case $a in
     --dry-run) DRY=1 ;;
-    -h|--help) sed -n '2,23p' "$SELF"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$SELF"; exit 0 ;;
     -*) echo "gpu_check: unknown option $a"; exit 2 ;;
     *) wanted+=("$a") ;;
   esac
