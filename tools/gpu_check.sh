@@ -31,7 +31,7 @@ PY=${PYTHON:-$(command -v python3 || command -v python)}
 
 # In order of importance: a run short of time loses the last ones.
 SECTIONS=(env build op_tests sanitizer pipeline composite_bench imagenet_dtypes imagenet_bench)
-declare -A LIMIT=([env]=20 [build]=150 [op_tests]=100 [sanitizer]=60 [pipeline]=120 [composite_bench]=60
+declare -A LIMIT=([env]=30 [build]=150 [op_tests]=100 [sanitizer]=60 [pipeline]=120 [composite_bench]=60
                   [imagenet_dtypes]=60 [imagenet_bench]=90)
 BUDGET=${PYCGN_GPU_BUDGET:-360}
 
