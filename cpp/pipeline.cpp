@@ -2,6 +2,7 @@
 // The only translation unit of pycgn that includes libtorch's headers.
 #include "pycgn/pipeline.h"
 
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 
@@ -309,9 +310,11 @@ void Pipeline::Impl::run(const Draw& d, std::int64_t b0, std::int64_t n, std::ui
   at::Tensor img = torch::empty({n, h, w, 3}, torch::TensorOptions().dtype(torch::kByte).device(dev));
   c.out = img.data_ptr<std::uint8_t>();
   if (const char* bad = composite_check(c)) throw std::invalid_argument(bad);
-  // The legacy default stream: libtorch issues its kernels there too unless a caller set
-  // another current stream, and the copy below synchronises with it.
-  composite_cuda(c, nullptr);
+  // The caller's current stream, where libtorch ran the nets and runs the copy below (which
+  // waits for it). Asked through c10's device-generic interface, not c10::cuda: this also
+  // links against a CPU-only libtorch, and libtorch's CUDA library registers it at run time.
+  const c10::Stream stream = c10::impl::getDeviceGuardImpl(dev.type())->getStream(dev);
+  composite_cuda(c, static_cast<cudaStream_t>(stream.native_handle()));
   at::Tensor host = img.to(torch::kCPU);
   std::copy(host.data_ptr<std::uint8_t>(), host.data_ptr<std::uint8_t>() + host.numel(), out);
 #endif

@@ -3,8 +3,12 @@
 // pycgn.ops.composite converts float16/bfloat16 first. The fake (meta) kernel, for
 // torch.compile and torch.export, is registered in pycgn/ops.py.
 #include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#include <utility>
+#include <vector>
 
 #ifdef PYCGN_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
@@ -28,6 +32,8 @@ OutDtype parse_dtype(at::ScalarType dtype) {
   return dtype == at::kByte ? OutDtype::kUint8 : OutDtype::kFloat32;
 }
 
+// What the torch-free core cannot see (dtypes, ranks, devices, offset shapes) is checked here;
+// sizes, channels and the clamp are checked once, by pycgn::composite_check.
 void check_image(const at::Tensor& t, const char* name, const at::Tensor& mask) {
   TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, "composite: ", name, " must be float32, got ",
                    t.scalar_type());
@@ -45,28 +51,6 @@ void check_offset(const c10::optional<at::Tensor>& o, const char* name, const at
                     " must have shape (", mask.size(0), ", 2), got ", o->sizes());
   TORCH_CHECK_VALUE(o->device() == mask.device(), "composite: ", name, " is on ", o->device(),
                     " but mask is on ", mask.device());
-}
-
-std::vector<int64_t> check(const at::Tensor& mask, const at::Tensor& fg, const at::Tensor& bg,
-                           const c10::optional<at::Tensor>& fg_offset,
-                           const c10::optional<at::Tensor>& bg_offset, bool nhwc, double lo, double hi) {
-  check_image(mask, "mask", mask);
-  check_image(fg, "fg", mask);
-  check_image(bg, "bg", mask);
-  const int64_t n = mask.size(0), c = fg.size(1), h = mask.size(2), w = mask.size(3);
-  TORCH_CHECK_VALUE(fg.size(0) == n, "composite: fg has batch ", fg.size(0), " but mask has ", n);
-  TORCH_CHECK_VALUE(bg.size(0) == n, "composite: bg has batch ", bg.size(0), " but mask has ", n);
-  TORCH_CHECK_VALUE(bg.size(1) == c, "composite: bg has ", bg.size(1), " channels but fg has ", c);
-  TORCH_CHECK_VALUE(mask.size(1) == 1 || mask.size(1) == c, "composite: mask must have 1 or ", c,
-                    " (fg's) channels, got ", mask.size(1));
-  TORCH_CHECK_VALUE(fg.size(2) > 0 && fg.size(3) > 0, "composite: fg must have height and width >= 1, got ",
-                    fg.sizes());
-  TORCH_CHECK_VALUE(bg.size(2) > 0 && bg.size(3) > 0, "composite: bg must have height and width >= 1, got ",
-                    bg.sizes());
-  check_offset(fg_offset, "fg_offset", mask);
-  check_offset(bg_offset, "bg_offset", mask);
-  TORCH_CHECK_VALUE(lo <= hi, "composite: clamp must have lo <= hi, got (", lo, ", ", hi, ")");
-  return nhwc ? std::vector<int64_t>{n, h, w, c} : std::vector<int64_t>{n, c, h, w};
 }
 
 Image4 image(const at::Tensor& t) {
@@ -89,22 +73,59 @@ Offsets offsets(const c10::optional<at::Tensor>& o) {
   return r;
 }
 
-// Writes into `out`, which is dense in its layout.
-void launch(const at::Tensor& mask, const at::Tensor& fg, const at::Tensor& bg,
-            const c10::optional<at::Tensor>& fg_offset, const c10::optional<at::Tensor>& bg_offset,
-            OutDtype dtype, Layout layout, double lo, double hi, at::Tensor& out) {
-  if (out.numel() == 0) return;
+// Checks the arguments and returns the core's parameters, all but `out`.
+CompositeParams params(const at::Tensor& mask, const at::Tensor& fg, const at::Tensor& bg,
+                       const c10::optional<at::Tensor>& fg_offset, const c10::optional<at::Tensor>& bg_offset,
+                       at::ScalarType out_dtype, c10::string_view layout, double lo, double hi) {
   CompositeParams p;
+  p.layout = parse_layout(layout);
+  p.out_dtype = parse_dtype(out_dtype);
+  check_image(mask, "mask", mask);
+  check_image(fg, "fg", mask);
+  check_image(bg, "bg", mask);
+  check_offset(fg_offset, "fg_offset", mask);
+  check_offset(bg_offset, "bg_offset", mask);
+  // Checked in double: the float cast below must not turn lo > hi into lo == hi.
+  TORCH_CHECK_VALUE(lo <= hi, "composite: clamp must have lo <= hi, got (", lo, ", ", hi, ")");
   p.mask = image(mask);
   p.fg = image(fg);
   p.bg = image(bg);
   p.fg_offset = offsets(fg_offset);
   p.bg_offset = offsets(bg_offset);
-  p.out = out.data_ptr();
-  p.out_dtype = dtype;
-  p.layout = layout;
   p.lo = static_cast<float>(lo);
   p.hi = static_cast<float>(hi);
+  p.out = &p;  // a non-null stand-in: the output is allocated (or checked) once its shape is known
+  const char* err = composite_check(p);
+  TORCH_CHECK_VALUE(err == nullptr, "composite: ", err ? err : "");
+  p.out = nullptr;
+  return p;
+}
+
+std::vector<int64_t> out_shape(const CompositeParams& p) {
+  const int64_t n = p.mask.size[0], c = p.fg.size[1], h = p.mask.size[2], w = p.mask.size[3];
+  return p.layout == Layout::kNHWC ? std::vector<int64_t>{n, h, w, c} : std::vector<int64_t>{n, c, h, w};
+}
+
+// Bytes [first, last] a tensor can touch: the kernel reads inputs through the read-only
+// cache (CUDA) and __restrict pointers (CPU), so `out` must not share a byte with any input.
+std::pair<uintptr_t, uintptr_t> span(const at::Tensor& t) {
+  const auto base = reinterpret_cast<uintptr_t>(t.data_ptr());
+  int64_t last = 0;
+  for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+  return {base, base + static_cast<uintptr_t>((last + 1) * t.element_size()) - 1};
+}
+
+void check_no_overlap(const at::Tensor& out, const at::Tensor& t, const char* name) {
+  if (t.numel() == 0) return;
+  const auto a = span(out), b = span(t);
+  TORCH_CHECK_VALUE(a.second < b.first || b.second < a.first, "composite: out shares memory with ", name,
+                    "; pass a separate out tensor");
+}
+
+// Writes into `out`, which is dense in its layout.
+void launch(CompositeParams p, const at::Tensor& mask, at::Tensor& out) {
+  if (out.numel() == 0) return;
+  p.out = out.data_ptr();
   if (mask.is_cpu()) {
     p.num_threads = at::get_num_threads();
     composite_cpu(p);
@@ -122,11 +143,9 @@ void launch(const at::Tensor& mask, const at::Tensor& fg, const at::Tensor& bg,
 at::Tensor composite(const at::Tensor& mask, const at::Tensor& fg, const at::Tensor& bg,
                      const c10::optional<at::Tensor>& fg_offset, const c10::optional<at::Tensor>& bg_offset,
                      at::ScalarType out_dtype, c10::string_view layout, double lo, double hi) {
-  const Layout lay = parse_layout(layout);
-  const OutDtype dt = parse_dtype(out_dtype);
-  const auto shape = check(mask, fg, bg, fg_offset, bg_offset, lay == Layout::kNHWC, lo, hi);
-  at::Tensor out = at::empty(shape, mask.options().dtype(out_dtype));
-  launch(mask, fg, bg, fg_offset, bg_offset, dt, lay, lo, hi, out);
+  const CompositeParams p = params(mask, fg, bg, fg_offset, bg_offset, out_dtype, layout, lo, hi);
+  at::Tensor out = at::empty(out_shape(p), mask.options().dtype(out_dtype));
+  launch(p, mask, out);
   return out;
 }
 
@@ -134,20 +153,27 @@ at::Tensor& composite_out(const at::Tensor& mask, const at::Tensor& fg, const at
                           const c10::optional<at::Tensor>& fg_offset,
                           const c10::optional<at::Tensor>& bg_offset, at::ScalarType out_dtype,
                           c10::string_view layout, double lo, double hi, at::Tensor& out) {
-  const Layout lay = parse_layout(layout);
-  const OutDtype dt = parse_dtype(out_dtype);
-  const auto shape = check(mask, fg, bg, fg_offset, bg_offset, lay == Layout::kNHWC, lo, hi);
+  const CompositeParams p = params(mask, fg, bg, fg_offset, bg_offset, out_dtype, layout, lo, hi);
+  const auto shape = out_shape(p);
   TORCH_CHECK_TYPE(out.scalar_type() == out_dtype, "composite: out must be ", out_dtype, ", got ",
                    out.scalar_type());
   TORCH_CHECK_VALUE(out.sizes() == at::IntArrayRef(shape), "composite: out must have shape ", shape,
                     ", got ", out.sizes());
   TORCH_CHECK_VALUE(out.device() == mask.device(), "composite: out is on ", out.device(),
                     " but mask is on ", mask.device());
+  if (out.numel() == 0) return out;
+  TORCH_CHECK_VALUE(at::has_internal_overlap(out) != at::MemOverlap::Yes,
+                    "composite: out has elements that share memory (a stride of 0, e.g. from expand)");
+  check_no_overlap(out, mask, "mask");
+  check_no_overlap(out, fg, "fg");
+  check_no_overlap(out, bg, "bg");
+  if (fg_offset) check_no_overlap(out, *fg_offset, "fg_offset");
+  if (bg_offset) check_no_overlap(out, *bg_offset, "bg_offset");
   if (out.is_contiguous()) {
-    launch(mask, fg, bg, fg_offset, bg_offset, dt, lay, lo, hi, out);
+    launch(p, mask, out);
   } else {  // a strided view: compute densely, then copy into it
     at::Tensor dense = at::empty(shape, out.options().memory_format(at::MemoryFormat::Contiguous));
-    launch(mask, fg, bg, fg_offset, bg_offset, dt, lay, lo, hi, dense);
+    launch(p, mask, dense);
     out.copy_(dense);
   }
   return out;

@@ -2,11 +2,11 @@
 
 Written for clarity, not speed. Per image b, channel c, pixel (y, x)::
 
-    m = clamp(mask[b, 0 or c, y, x], lo, hi)
+    m = clamp(mask[b, 0 or c, y, x], lo, hi)     (torch.clamp: a NaN mask stays NaN)
     f = fg[b, c, (y + fg_offset[b, 0]) mod Hf, (x + fg_offset[b, 1]) mod Wf]
     g = bg[b, c, (y + bg_offset[b, 0]) mod Hb, (x + bg_offset[b, 1]) mod Wb]
     v = m * f + (1 - m) * g
-    out = v (float32) or round(clamp((v + 1) * 127.5, 0, 255)) (uint8), NCHW or NHWC
+    out = v (float32) or round(clamp((v + 1) * 127.5, 0, 255)) (uint8, NaN -> 0), NCHW or NHWC
 
 The circular crop equals the published shuffler (tile the texture 2x2, crop an HxW window
 at the offset) for offsets in {0, ..., H}.
@@ -31,8 +31,10 @@ def crop(tex: torch.Tensor, offset: torch.Tensor | None, height: int, width: int
 
 
 def to_uint8(v: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float to uint8: round-half-even of clamp((v + 1) * 127.5, 0, 255)."""
-    return torch.round(((v + 1.0) * 127.5).clamp(0.0, 255.0)).to(torch.uint8)
+    """[-1, 1] float to uint8: round-half-even of clamp((v + 1) * 127.5, 0, 255), NaN -> 0.
+
+    NaN is mapped explicitly: casting it to uint8 is undefined, and the compiled kernel gives 0."""
+    return torch.round(((v + 1.0) * 127.5).clamp(0.0, 255.0).nan_to_num(0.0)).to(torch.uint8)
 
 
 def composite(mask: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor,

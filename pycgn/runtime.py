@@ -16,7 +16,8 @@ mask clamp and the texture crop, exactly like ``model(...)``. Backends:
   is emulated and slow. ``auto`` never picks it: ask for it.
 - ``torchscript``: the exported TorchScript files.
 - ``onnxruntime``: the exported ONNX files; the CPU execution provider, or CUDA (and TensorRT
-  when present) with IOBinding so inputs and outputs stay on the GPU, on torch's current stream.
+  when present) with IOBinding so inputs and outputs stay on the GPU, ordered after the caller's
+  current torch stream (synchronised around each call).
 - ``auto``: onnxruntime (its memory arena avoids the page faults below) or eager torch, chosen
   per batch-size class by timing both on the first call of that class; choices are remembered
   per machine in the cache folder (delete ``auto-*.json`` there to measure again).
@@ -294,10 +295,9 @@ def _ort_providers(device: torch.device, cache: Path, latent_dim: int) -> list:
     if device.type != "cuda":
         return ["CPUExecutionProvider"]
     index = device.index if device.index is not None else torch.cuda.current_device()
-    stream = torch.cuda.current_stream(device).cuda_stream
+    # No user_compute_stream: it is fixed when the session is made, but torch's current stream
+    # is the caller's at each call. ORT keeps its own stream; OrtRunner._one orders the two.
     cuda_opts = {"device_id": index, "arena_extend_strategy": "kSameAsRequested"}
-    if stream:  # ORT's kernels run on torch's stream: outputs are ordered before the composite
-        cuda_opts.update(has_user_compute_stream="1", user_compute_stream=str(stream))
     out = []
     if "TensorrtExecutionProvider" in have and os.environ.get("PYCGN_TENSORRT", "1") != "0":
         trt_cache = cache / "tensorrt"
@@ -306,8 +306,6 @@ def _ort_providers(device: torch.device, cache: Path, latent_dim: int) -> list:
                "trt_profile_min_shapes": f"u:1x{latent_dim},y:1",
                "trt_profile_opt_shapes": f"u:256x{latent_dim},y:256",
                "trt_profile_max_shapes": f"u:{OrtRunner.MAX_TRT_BATCH}x{latent_dim},y:{OrtRunner.MAX_TRT_BATCH}"}
-        if stream:
-            trt.update(has_user_compute_stream="1", user_compute_stream=str(stream))
         out.append(("TensorrtExecutionProvider", trt))
     if "CUDAExecutionProvider" in have:
         out.append(("CUDAExecutionProvider", cuda_opts))
@@ -362,13 +360,21 @@ class OrtRunner(Runner):
             return torch.cat([self._one(i, u[j : j + k], y[j : j + k]) for j in range(0, u.shape[0], k)])
         n, s = u.shape[0], self.model.image_size
         c = 1 if i == 0 else 3
+        u, y = u.detach().contiguous(), y.detach().contiguous()  # bound by raw pointer: dense
         out = torch.empty(n, c, s, s, device=self.device)  # torch's caching allocator: no cudaMalloc
         io = sess.io_binding()
         idx = self.device.index if self.device.index is not None else torch.cuda.current_device()
         io.bind_input("u", "cuda", idx, _np_float32(), tuple(u.shape), u.data_ptr())
         io.bind_input("y", "cuda", idx, _np_int64(), tuple(y.shape), y.data_ptr())
         io.bind_output(self._out_names[i], "cuda", idx, _np_float32(), tuple(out.shape), out.data_ptr())
+        # ORT runs on its own stream, which knows nothing of torch's. Before: everything queued
+        # on the caller's current stream (taken now, not at construction) has finished, so u
+        # and y are written and out's memory is no longer in use by earlier work. After: ORT's
+        # work has finished, so torch may read out on any stream.
+        torch.cuda.current_stream(self.device).synchronize()
+        io.synchronize_inputs()
         sess.run_with_iobinding(io)
+        io.synchronize_outputs()
         return out
 
     def _run(self, u_shape, y_shape, u_texture, y_texture, u_bg, y_bg):

@@ -32,6 +32,22 @@ def random_mnist(seed: int = 1234):
     return m.eval()
 
 
+def _cuda_param():
+    if not torch.cuda.is_available():
+        return pytest.param("cuda", marks=pytest.mark.skip(reason="no CUDA device"))
+    return "cuda"
+
+
+DEVICES = ("cpu", _cuda_param())
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Every test that takes `device` runs on the CPU and on CUDA (skipped, saying so, without
+    a GPU): the same assertions on each device, as in torchvision's ops tests."""
+    return torch.device(request.param)
+
+
 @pytest.fixture
 def random_model():
     return random_mnist(1234)

@@ -3,10 +3,13 @@ import pytest
 import torch
 
 hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is not installed (pip install pycgn[test])")
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
+from _helpers import assert_same, expected, same_view  # noqa: E402
 from pycgn.ops import composite  # noqa: E402
-from test_composite import assert_matches, expected  # noqa: E402
+
+# `device` is a constant per test run, so sharing it across examples is safe.
+ON_DEVICE = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 
@@ -48,12 +51,13 @@ def cases(draw):
     return mask.to(dtype), fg.to(dtype), bg.to(dtype), offs[0], offs[1], out_dtype, layout, clamp
 
 
-@settings(max_examples=150, deadline=None)
-@given(cases())
-def test_random_views_match_reference(case):
+@settings(max_examples=150, **ON_DEVICE)
+@given(case=cases())
+def test_random_views_match_reference(case, device):
     mask, fg, bg, fo, bo, out_dtype, layout, clamp = case
-    got = composite(mask, fg, bg, fo, bo, out_dtype=out_dtype, layout=layout, clamp=clamp)
-    assert_matches(got, expected(mask, fg, bg, fo, bo, out_dtype, layout, clamp))
+    moved = [same_view(t, device) for t in (mask, fg, bg, fo, bo)]
+    got = composite(*moved, out_dtype=out_dtype, layout=layout, clamp=clamp)
+    assert_same(got, expected(mask, fg, bg, fo, bo, out_dtype, layout, clamp))
 
 
 @settings(max_examples=60, deadline=None)

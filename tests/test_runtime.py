@@ -293,3 +293,18 @@ def test_torch_runner_does_not_page_fault_per_call():
     assert not off
     assert default > 50_000, f"the trap did not show with the default settings ({default:.0f} faults/call)"
     assert tuned < default / 10, f"{tuned:.0f} faults per call with pycgn's setting, {default:.0f} without"
+
+
+def test_onnxruntime_cuda_options_do_not_freeze_a_stream(monkeypatch, tmp_path):
+    """The CUDA provider's options carry no user_compute_stream: it would be fixed at session
+    creation, while torch's current stream is the caller's at each call (issue 18). Runs
+    without a GPU: only the options are built."""
+    ort = pytest.importorskip("onnxruntime")
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    got = rt._ort_providers(torch.device("cuda", 0), tmp_path, 32)
+    named = {p[0]: p[1] for p in got if isinstance(p, tuple)}
+    assert set(named) == {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
+    for opts in named.values():
+        assert opts["device_id"] == 0
+        assert not any("stream" in k for k in opts), opts

@@ -1,32 +1,43 @@
 #!/usr/bin/env bash
-# pycgn's checks for a machine with an NVIDIA GPU (a CUDA torch, nvcc, Python; no network).
-# Writes $OUT/gpu_report.md (a markdown summary plus each section's tables) and
-# $OUT/gpu_check.log (everything printed).
+# pycgn's checks for a machine with an NVIDIA GPU: a CUDA build of torch (any version: the
+# extension is built against the installed one, never resolving dependencies), nvcc, Python;
+# no network. Runs only what needs the GPU, in about 6 minutes on an H100/H200.
 #
-#   OUT=/tmp/out tools/gpu_check.sh                 # every section, in order
-#   OUT=/tmp/out tools/gpu_check.sh build composite_tests   # chosen sections
+#   OUT=/tmp/out tools/gpu_check.sh                       # every section, in order
+#   OUT=/tmp/out tools/gpu_check.sh build op_tests        # chosen sections
+#   tools/gpu_check.sh --dry-run                          # no GPU needed: each section's setup
+#       and arguments (files, commands and flags it will use) up to the first thing that needs
+#       CUDA; CI runs it so the script cannot rot unseen.
 #
-# Sections are shell functions named section_<name>, listed in SECTIONS; to add one
-# (generators, imagenet, ...), define section_<name> below and append <name> to SECTIONS.
-# A section appends markdown to $REPORT and returns non-zero on failure; later sections
-# still run. Exit status: 0 when every section passed.
+# Written as it goes, so a run cut short still returns what it got: $OUT/report.md (one table
+# row per finished section, then each section's details; rewritten atomically after each),
+# $OUT/gpu_check.log (all output) and $OUT/<section>.log. Each section runs in its own process
+# under `timeout` (limits below, in seconds; PYCGN_GPU_LIMIT_<section>=N overrides), within a
+# total of PYCGN_GPU_BUDGET seconds (360): sections left when it is spent are reported as not
+# run. The CMake build of the pipeline section starts in the background at the beginning, so
+# it overlaps the extension's. Exit status: 0 when every section wanted passed.
+# Environment: PYTHON, CUDA_HOME, TORCH_CUDA_ARCH_LIST ("8.0;9.0", "9.0+PTX"; default: GPU 0's
+# compute capability), MAX_JOBS, PYCGN_PYDEPS (a folder of extra pure-Python packages, e.g.
+# pytest and hypothesis, put on PYTHONPATH when the machine lacks them).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-OUT=${OUT:-$ROOT/gpu_out}
-mkdir -p "$OUT"
-REPORT=$OUT/gpu_report.md
-LOG=$OUT/gpu_check.log
+SELF=$ROOT/tools/gpu_check.sh
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# The extension is built in place (no pip, no dependency resolution: the torch pin of
+# pyproject.toml is for users' installs); this checkout is what Python imports.
+export PYTHONPATH=$ROOT${PYCGN_PYDEPS:+:$PYCGN_PYDEPS}${PYTHONPATH:+:$PYTHONPATH}
 PY=${PYTHON:-$(command -v python3 || command -v python)}
-export PYTHONDONTWRITEBYTECODE=1
-: >"$LOG"
-: >"$REPORT"
-exec > >(tee -a "$LOG") 2>&1
 
-SECTIONS=(env build composite_tests composite_bench)
+# In order of importance: a run short of time loses the last ones.
+SECTIONS=(env build op_tests sanitizer pipeline composite_bench imagenet_dtypes imagenet_bench)
+declare -A LIMIT=([env]=30 [build]=150 [op_tests]=100 [sanitizer]=60 [pipeline]=120 [composite_bench]=60
+                  [imagenet_dtypes]=60 [imagenet_bench]=90)
+BUDGET=${PYCGN_GPU_BUDGET:-360}
 
+# ---- tools ------------------------------------------------------------------------------------
 # The toolkit: CUDA_HOME, else /usr/local/cuda, else where nvcc resolves to (nvcc may be a
-# wrapper script outside the toolkit, so prefer a directory that has include/cuda_runtime.h).
+# wrapper outside the toolkit, so prefer a directory that has include/cuda_runtime.h).
 if [[ -z ${CUDA_HOME:-} ]]; then
   for d in /usr/local/cuda "$(dirname "$(dirname "$(readlink -f "$(command -v nvcc || echo /nonexistent)")")")"; do
     [[ -e $d/include/cuda_runtime.h ]] && { CUDA_HOME=$d; break; }
@@ -34,91 +45,307 @@ if [[ -z ${CUDA_HOME:-} ]]; then
 fi
 export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 NVCC=$CUDA_HOME/bin/nvcc
-[[ -x $NVCC ]] || NVCC=$(command -v nvcc || echo nvcc)
-SANITIZER=$(command -v compute-sanitizer || echo "$CUDA_HOME/bin/compute-sanitizer")
-# compute capability of GPU 0, e.g. 9.0: compile for this card only (fast builds)
+[[ -x $NVCC ]] || NVCC=$(command -v nvcc || echo "$CUDA_HOME/bin/nvcc")
+tool() { command -v "$1" 2>/dev/null || { [[ -x $CUDA_HOME/bin/$1 ]] && echo "$CUDA_HOME/bin/$1"; } || echo ""; }
+SANITIZER=$(tool compute-sanitizer)
+NCU=$(tool ncu)
+
+# ---- architectures: TORCH_CUDA_ARCH_LIST as torch spells it, else GPU 0's --------------------
 CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' ')
-export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-${CC:-9.0}}
-ARCH=${TORCH_CUDA_ARCH_LIST//./}
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-${CC:-8.0;9.0}}
+GENCODE=()    # nvcc flags
+CMAKE_ARCHS=  # CMAKE_CUDA_ARCHITECTURES
+for a in ${TORCH_CUDA_ARCH_LIST//;/ }; do
+  ptx=0
+  [[ $a == *+PTX ]] && { ptx=1; a=${a%+PTX}; }
+  [[ $a =~ ^[0-9]+\.[0-9]+[af]?$ ]] || { echo "gpu_check: bad TORCH_CUDA_ARCH_LIST entry '$a' (expected e.g. 9.0, 9.0a, 9.0+PTX)"; exit 2; }
+  n=${a//./}
+  GENCODE+=(-gencode "arch=compute_$n,code=sm_$n")
+  ((ptx)) && GENCODE+=(-gencode "arch=compute_$n,code=compute_$n")
+  CMAKE_ARCHS+=${CMAKE_ARCHS:+;}$n
+done
 
+DRY=${DRY:-0}
 step() { printf '\n=== gpu_check: %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
-md() { printf '%s\n' "$@" >>"$REPORT"; }
+need() {  # need FILE-or-COMMAND...: each must exist (checked in dry runs too)
+  local x ok=0
+  for x in "$@"; do
+    [[ -e $x ]] || command -v "$x" >/dev/null 2>&1 || { echo "gpu_check: missing $x"; ok=1; }
+  done
+  return $ok
+}
+dry_stop() { ((DRY)) && { echo "dry run: $CURRENT ready (stopped before CUDA)"; exit 0; }; return 0; }
+detail() { printf '%s\n' "$@" >>"$OUT/$CURRENT.md"; }  # markdown for the report's details
 
+# ---- sections: each runs as `gpu_check.sh --section NAME` in its own process ------------------
 section_env() {
-  md "## Environment" "" '```'
-  { nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv 2>&1
+  need "$PY" "$NVCC" || return 1
+  detail "### Environment" "" '```'
+  { nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv 2>/dev/null || echo "no nvidia-smi"
     "$NVCC" --version 2>&1 | tail -1
+    echo "compute-sanitizer: ${SANITIZER:-not found}; ncu: ${NCU:-not found}; arch: $TORCH_CUDA_ARCH_LIST"
     "$PY" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())'
-  } | tee -a "$REPORT"
-  md '```' ""
-  "$PY" -c 'import torch; assert torch.cuda.is_available(), "torch sees no CUDA device"'
+    "$PY" -c 'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_available_providers())' 2>&1 | tail -1
+    "$PY" -c 'import pytest, hypothesis; print("pytest", pytest.__version__, "hypothesis", hypothesis.__version__)' 2>&1 | tail -1
+  } | tee -a "$OUT/$CURRENT.md"
+  detail '```' ""
+  dry_stop
+  "$PY" -c 'import torch; assert torch.version.cuda and torch.cuda.is_available(), "torch sees no CUDA device"'
 }
 
 section_build() {
-  # No network: build against the installed torch, never resolve dependencies.
+  need setup.py csrc/composite.cpp csrc/cuda/composite_cuda.cu || return 1
+  "$PY" -c 'import torch.utils.cpp_extension, setuptools' || return 1
+  echo "build: FORCE_CUDA=1 python setup.py build_ext --inplace, TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST"
+  dry_stop
   local t0=$SECONDS
-  FORCE_CUDA=1 PYCGN_STRICT_BUILD=1 MAX_JOBS=${MAX_JOBS:-16} \
-    "$PY" -m pip install --no-build-isolation --no-deps --no-index -e . -q ||
-    FORCE_CUDA=1 PYCGN_STRICT_BUILD=1 MAX_JOBS=${MAX_JOBS:-16} "$PY" setup.py -q build_ext --inplace || return 1
+  FORCE_CUDA=1 PYCGN_STRICT_BUILD=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "$PY" setup.py -q build_ext --inplace || return 1
   "$PY" -c 'import pycgn; assert pycgn._ext.has_cuda_kernels(), "pycgn._C has no CUDA kernels"' || return 1
-  md "Extension built with FORCE_CUDA=1 for sm_$ARCH in $((SECONDS - t0)) s." ""
+  detail "Extension built in place with FORCE_CUDA=1 for $TORCH_CUDA_ARCH_LIST in $((SECONDS - t0)) s."
 }
 
-section_composite_tests() {
-  local rc=0 bin=$OUT/composite_cuda_test
-  step "pytest tests/test_composite.py (CUDA cases included)"
-  if "$PY" -c 'import pytest' 2>/dev/null; then
-    "$PY" -m pytest -q -p no:cacheprovider tests/test_composite.py tests/test_composite_props.py || rc=1
-  else
-    md "pytest is not installed: the Python CUDA tests were not run." ""
+# CPU vs CUDA bit for bit, the caller's stream, CUDA graphs (tests/test_cuda.py), and every
+# compositing test on the CUDA device (the `device` fixture); the CPU cases are CI's.
+section_op_tests() {
+  local tests=(tests/test_cuda.py tests/test_composite.py tests/test_composite_props.py tests/test_composite_hostile.py)
+  need "${tests[@]}" || return 1
+  "$PY" -c 'import pytest' || { detail "pytest is not installed (set PYCGN_PYDEPS): not run."; return 1; }
+  if ((DRY)); then
+    "$PY" -m pytest -q -p no:cacheprovider --collect-only "${tests[@]}" >/dev/null || return 1
   fi
-  step "core ctest program (CUDA core vs the scalar loop)"
-  "$NVCC" -std=c++17 -O2 -lineinfo -Iinclude -Icsrc/tests -Xcompiler=-fopenmp,-ffp-contract=off \
-    -gencode "arch=compute_$ARCH,code=sm_$ARCH" \
-    csrc/tests/composite_cuda_test.cu csrc/cuda/composite_cuda.cu csrc/cpu/composite_cpu.cpp -o "$bin" -lgomp || return 1
+  dry_stop
+  "$PY" -m pytest -q -p no:cacheprovider -rs -k "cuda or test_cuda" --junitxml "$OUT/op_tests.xml" "${tests[@]}" \
+    2>&1 | tee "$OUT/op_tests.txt"
+  local rc=${PIPESTATUS[0]}
+  detail "### Operator tests on CUDA" "" '```' "$(tail -n 25 "$OUT/op_tests.txt")" '```' ""
+  return "$rc"
+}
+
+# The core's own test program (CUDA vs a scalar loop) under compute-sanitizer.
+section_sanitizer() {
+  local bin=$OUT/composite_cuda_test
+  local src=(csrc/tests/composite_cuda_test.cu csrc/cuda/composite_cuda.cu csrc/cpu/composite_cpu.cpp)
+  need "${src[@]}" || return 1
+  local cmd=("$NVCC" -std=c++17 -O2 -lineinfo -Iinclude -Icsrc/tests -Xcompiler=-fopenmp,-ffp-contract=off
+             "${GENCODE[@]}" "${src[@]}" -o "$bin" -lgomp)
+  if ((DRY)); then "${cmd[@]}" --dryrun >/dev/null 2>&1 || { echo "nvcc rejects: ${cmd[*]}"; return 1; }; fi
+  [[ -n $SANITIZER ]] || echo "compute-sanitizer not found: the section will only run the test program"
+  dry_stop
+  "${cmd[@]}" || return 1
+  local rc=0 tool r
   "$bin" || rc=1
-  if [[ -x $SANITIZER ]]; then
-    step "compute-sanitizer memcheck (small cases)"
-    local san=clean
-    "$SANITIZER" --tool memcheck --leak-check full --error-exitcode 3 "$bin" small || { san=FAILED; rc=1; }
-    md "compute-sanitizer memcheck of the CUDA core (small cases): $san." ""
-  else
-    md "compute-sanitizer not found: memcheck skipped." ""
+  detail "### compute-sanitizer on csrc/tests/composite_cuda_test.cu (small cases)" ""
+  if [[ -z $SANITIZER ]]; then
+    detail "compute-sanitizer not found: not run." ""
+    return $rc
   fi
-  md "Composite tests (pytest + core vs scalar loop): $([[ $rc == 0 ]] && echo passed || echo FAILED)." ""
+  for tool in memcheck racecheck; do
+    r=clean
+    "$SANITIZER" --tool "$tool" --error-exitcode 3 "$bin" small >"$OUT/sanitizer_$tool.txt" 2>&1 || { r=FAILED; rc=1; }
+    tail -n 3 "$OUT/sanitizer_$tool.txt"
+    detail "- $tool: $r ($(grep -m1 -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_$tool.txt" || echo 'no summary'))"
+  done
+  detail ""
   return $rc
 }
 
+# Bandwidth at 64x3x256x256 uint8 NHWC against a same-bytes device copy: the core program's
+# bench mode (and ncu's metrics of the kernel), then benchmarks/composite.py's CUDA mode.
 section_composite_bench() {
-  local md_out=$OUT/composite_cuda.md
-  "$PY" benchmarks/composite.py --device cuda --out "$md_out" ${PYCGN_BENCH_COMPILE:+--cuda-compile} || return 1
-  cat "$md_out" >>"$REPORT"
-  grep -q 'PASS' "$md_out"
-}
-
-section_imagenet_bench() {
-  # the full-size ImageNet CGN (random weights), eager on the GPU, batch 1-8
-  local md_out=$OUT/imagenet_cuda.md
-  "$PY" benchmarks/imagenet.py --device cuda --backends eager --batches 1,2,4,8 --rounds 3 --out "$md_out" || return 1
-  cat "$md_out" >>"$REPORT"
-}
-SECTIONS+=(imagenet_bench)
-
-wanted=("$@")
-[[ ${#wanted[@]} -gt 0 ]] || wanted=("${SECTIONS[@]}")
-md "# pycgn GPU check ($(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))" ""
-summary=()
-status=0
-for s in "${wanted[@]}"; do
-  if ! declare -F "section_$s" >/dev/null; then
-    echo "gpu_check: unknown section '$s' (known: ${SECTIONS[*]})"; status=2; continue
+  need benchmarks/composite.py || return 1
+  "$PY" benchmarks/composite.py --help | grep -q -- '--cuda-reps' || { echo "benchmarks/composite.py has no --cuda-reps"; return 1; }
+  dry_stop
+  local bin=$OUT/composite_cuda_test rc=0
+  [[ -x $bin ]] || "$NVCC" -std=c++17 -O2 -lineinfo -Iinclude -Icsrc/tests -Xcompiler=-fopenmp,-ffp-contract=off \
+    "${GENCODE[@]}" csrc/tests/composite_cuda_test.cu csrc/cuda/composite_cuda.cu csrc/cpu/composite_cpu.cpp \
+    -o "$bin" -lgomp || return 1
+  detail "### Compositing bandwidth (64x3x256x256 float32 -> uint8 NHWC)" ""
+  local line
+  line=$("$bin" bench) || rc=1
+  echo "$line"
+  detail "- core program: $line"
+  if [[ -n $NCU ]]; then
+    timeout 40 "$NCU" --kernel-name regex:composite_kernel --launch-skip 3 --launch-count 1 \
+      --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed \
+      "$bin" bench >"$OUT/ncu.txt" 2>&1 && detail "- ncu:" '```' "$(grep -E '^\s+(gpu__|dram__|sm__)' "$OUT/ncu.txt")" '```' \
+      || detail "- ncu failed or timed out (see ncu.txt)"
   fi
+  "$PY" benchmarks/composite.py --device cuda --cuda-reps 50 --out "$OUT/composite_cuda.md" || rc=1
+  [[ -s $OUT/composite_cuda.md ]] && cat "$OUT/composite_cuda.md" >>"$OUT/$CURRENT.md"
+  detail ""
+  return $rc
+}
+
+# The CMake project against this torch's libtorch: the core, its CUDA test, the pipeline's
+# CUDA path (pipeline_test runs it when libtorch sees a GPU) and their ctest tests.
+PIPELINE_BUILD=$ROOT/build/gpu-check-cmake
+pipeline_configure_and_build() {  # in the background from the start; leaves $OUT/pipeline_build.rc
+  local prefix gen=() rc=0
+  command -v ninja >/dev/null && gen=(-G Ninja)
+  prefix=$("$PY" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)') &&
+    cmake -S . -B "$PIPELINE_BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=ON -DPYCGN_WITH_CUDA=ON \
+      -DCMAKE_CUDA_ARCHITECTURES="$CMAKE_ARCHS" -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_PREFIX_PATH="$prefix" \
+      -DPython3_EXECUTABLE="$PY" && cmake --build "$PIPELINE_BUILD" -j"${MAX_JOBS:-$(nproc)}" || rc=$?
+  echo "$rc" >"$OUT/pipeline_build.rc.tmp" && mv "$OUT/pipeline_build.rc.tmp" "$OUT/pipeline_build.rc"
+}
+
+section_pipeline() {
+  need cmake CMakeLists.txt cpp/CMakeLists.txt || return 1
+  "$PY" -c 'import torch.utils; print("libtorch at", torch.utils.cmake_prefix_path)' || return 1
+  echo "pipeline: cmake in $PIPELINE_BUILD, CMAKE_CUDA_ARCHITECTURES=$CMAKE_ARCHS"
+  dry_stop
+  local bg
+  bg=$(cat "$OUT/pipeline_build.pid" 2>/dev/null)
+  if [[ -z $bg ]]; then  # not started in the background (gpu_check.sh run as one child)
+    pipeline_configure_and_build >"$OUT/pipeline_build.txt" 2>&1
+  fi
+  while [[ ! -e $OUT/pipeline_build.rc ]] && kill -0 "$bg" 2>/dev/null; do sleep 2; done
+  [[ -e $OUT/pipeline_build.rc ]] || { echo "the background CMake build ended without a result"; tail -n 40 "$OUT/pipeline_build.txt"; return 1; }
+  [[ $(cat "$OUT/pipeline_build.rc") == 0 ]] || { tail -n 40 "$OUT/pipeline_build.txt"; return 1; }
+  (cd "$PIPELINE_BUILD" && ctest --output-on-failure --timeout 100) 2>&1 | tee "$OUT/ctest.txt"
+  local rc=${PIPESTATUS[0]}
+  detail "### CMake build and ctest (CUDA on, libtorch of torch $("$PY" -c 'import torch; print(torch.__version__)'))" "" \
+    '```' "$(grep -E 'Test +#|tests passed|cuda:' "$OUT/ctest.txt")" '```' ""
+  return "$rc"
+}
+
+# The full-size ImageNet CGN on the GPU, eager float32 (benchmarks/imagenet.py).
+section_imagenet_bench() {
+  need benchmarks/imagenet.py || return 1
+  "$PY" benchmarks/imagenet.py --help | grep -q -- '--device' || { echo "benchmarks/imagenet.py has no --device"; return 1; }
+  dry_stop
+  "$PY" benchmarks/imagenet.py --device cuda --backends eager --batches 1,4,16,64 --rounds 2 \
+    --out "$OUT/imagenet_cuda.md" || return 1
+  cat "$OUT/imagenet_cuda.md" >>"$OUT/$CURRENT.md"
+}
+
+# float16 / bfloat16 (autocast) against float32 with TF32 off: img/s at batch 1-64 and how far
+# the uint8 images move.
+section_imagenet_dtypes() {
+  DRY=$DRY "$PY" - "$OUT/$CURRENT.md" <<'PYEOF'
+import os, sys, time
+import torch
+import pycgn
+from pycgn.models import imagenet as inet
+
+report, batches = sys.argv[1], (1, 4, 16, 64)
+if os.environ.get("DRY") == "1":
+    assert callable(inet.ImagenetCGN) and callable(inet.imagenet_draw) and callable(pycgn.composite)
+    print("dry run: imagenet_dtypes ready (stopped before CUDA)")
+    sys.exit(0)
+dev = torch.device("cuda")
+torch.backends.cuda.matmul.allow_tf32 = False  # the float32 baseline is true float32
+torch.backends.cudnn.allow_tf32 = False
+torch.manual_seed(0)
+model = inet.ImagenetCGN(gt=False, truncation=0.5).to(dev).eval()
+
+
+def images(d, dtype):
+    with torch.inference_mode(), torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+        mask, fg, bg = model(d.u_shape, d.shape, d.u_texture, d.texture, d.u_bg, d.bg)
+    return pycgn.composite(mask.float(), fg.float(), bg.float(), d.fg_offset, d.bg_offset, "uint8", "NHWC")
+
+
+lines = ["### ImageNet CGN on the GPU by dtype (autocast; float32 with TF32 off)", "",
+         "| dtype | batch | img/s | max abs diff vs float32 (uint8) | mean abs diff |", "|---|---:|---:|---:|---:|"]
+for n in batches:
+    d = inet.imagenet_draw(0, range(n), truncation=0.5, shared_noise=False).to(dev)
+    base = None
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        images(d, dtype)  # warm-up
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        img = images(d, dtype)
+        torch.cuda.synchronize()
+        s = time.perf_counter() - t
+        if base is None:
+            base = img
+        diff = (img.int() - base.int()).abs()
+        lines.append(f"| {str(dtype)[6:]} | {n} | {n / s:.1f} | {int(diff.max())} | {diff.float().mean():.3f} |")
+        print(lines[-1], flush=True)
+with open(report, "a") as f:
+    f.write("\n".join(lines) + "\n\n")
+PYEOF
+}
+
+# ---- driver -----------------------------------------------------------------------------------
+if [[ ${1:-} == --section ]]; then  # the child process of one section
+  CURRENT=$2
+  "section_$CURRENT"
+  exit $?
+fi
+if [[ ${1:-} == --build-pipeline ]]; then  # the pipeline's CMake build, in the background
+  pipeline_configure_and_build
+  exit $?
+fi
+wanted=()
+for a in "$@"; do
+  case $a in
+    --dry-run) DRY=1 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$SELF"; exit 0 ;;
+    -*) echo "gpu_check: unknown option $a"; exit 2 ;;
+    *) wanted+=("$a") ;;
+  esac
+done
+export DRY
+[[ ${#wanted[@]} -gt 0 ]] || wanted=("${SECTIONS[@]}")
+for s in "${wanted[@]}"; do
+  declare -F "section_$s" >/dev/null || { echo "gpu_check: unknown section '$s' (known: ${SECTIONS[*]})"; exit 2; }
+done
+if ((DRY)); then
+  OUT=${OUT:-$(mktemp -d /tmp/pycgn-gpu-check-dry.XXXXXX)}
+else
+  OUT=${OUT:-$ROOT/gpu_out}
+fi
+mkdir -p "$OUT"
+export OUT
+exec > >(tee -a "$OUT/gpu_check.log") 2>&1
+HEAD="# pycgn GPU check$( ((DRY)) && echo ' (dry run)') ($(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $TORCH_CUDA_ARCH_LIST)"
+rows=()
+write_report() {  # the table, then the details of the sections run so far; renamed into place
+  {
+    printf '%s\n\n| section | result | seconds | limit |\n|---|---|---:|---:|\n' "$HEAD"
+    printf '%s\n' "${rows[@]}"
+    local w
+    for w in "${wanted[@]}"; do
+      if [[ -s $OUT/$w.md ]]; then echo; cat "$OUT/$w.md"; fi
+    done
+  } >"$OUT/report.md.tmp"
+  mv "$OUT/report.md.tmp" "$OUT/report.md"
+}
+for s in "${wanted[@]}"; do : >"$OUT/$s.md"; done
+write_report
+BG=
+rm -f "$OUT/pipeline_build.rc" "$OUT/pipeline_build.pid"
+if ! ((DRY)) && [[ " ${wanted[*]} " == *" pipeline "* ]]; then
+  timeout -k 10 "$BUDGET" "$SELF" --build-pipeline >"$OUT/pipeline_build.txt" 2>&1 </dev/null &
+  BG=$!
+  echo "$BG" >"$OUT/pipeline_build.pid"
+fi
+status=0
+start=$SECONDS
+for s in "${wanted[@]}"; do
   step "$s"
+  limit_var=PYCGN_GPU_LIMIT_$s
+  limit=${!limit_var:-${LIMIT[$s]}}
+  left=$((BUDGET - (SECONDS - start)))
+  if ((left < 5)); then
+    rows+=("| $s | not run (time budget of $BUDGET s spent) | 0 | $limit |"); status=1; write_report; continue
+  fi
+  ((limit > left)) && limit=$left
   t0=$SECONDS
-  if "section_$s"; then r=pass; else r=FAIL; status=1; fi
-  summary+=("| $s | $r | $((SECONDS - t0)) s |")
+  timeout -k 10 "$limit" "$SELF" --section "$s" 2>&1 | tee "$OUT/$s.log"
+  rc=${PIPESTATUS[0]}
+  case $rc in
+    0) r=pass ;;
+    124|137) r=TIMEOUT; status=1 ;;
+    *) r="FAIL ($rc)"; status=1 ;;
+  esac
+  rows+=("| $s | $r | $((SECONDS - t0)) | $limit |")
+  write_report
   echo "--- $s: $r"
 done
-md "## Summary" "" "| section | result | time |" "|---|---|---:|" "${summary[@]}" ""
-step "done: $REPORT"
+[[ -n $BG ]] && kill "$BG" 2>/dev/null  # timeout passes it on to the whole build
+step "done: $OUT/report.md"
+cat "$OUT/report.md"
 exit $status

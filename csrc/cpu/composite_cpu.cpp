@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 
 #ifdef _OPENMP
@@ -22,20 +23,46 @@
 
 namespace pycgn {
 
+namespace {
+
+// A message in this thread's buffer: composite_check's result stays valid until its next call.
+const char* message(const std::string& s) {
+  thread_local std::string buf;
+  buf = s;
+  return buf.c_str();
+}
+
+std::string shape(const Image4& t) {
+  std::string s = "(";
+  for (int d = 0; d < 4; ++d) s += std::to_string(t.size[d]) + (d < 3 ? ", " : ")");
+  return s;
+}
+
+}  // namespace
+
 const char* composite_check(const CompositeParams& p) {
-  const std::int64_t n = p.mask.size[0], c = p.fg.size[1];
-  if (!p.out && n * c * p.mask.size[2] * p.mask.size[3] > 0) return "out must not be null";
-  for (int d = 0; d < 4; ++d) {
-    if (p.mask.size[d] < 0 || p.fg.size[d] < 0 || p.bg.size[d] < 0) return "sizes must be >= 0";
+  using std::to_string;
+  const Image4* images[3] = {&p.mask, &p.fg, &p.bg};
+  const char* names[3] = {"mask", "fg", "bg"};
+  for (int i = 0; i < 3; ++i) {
+    for (int d = 0; d < 4; ++d) {
+      if (images[i]->size[d] < 0) return message(std::string(names[i]) + " sizes must be >= 0, got " + shape(*images[i]));
+    }
   }
-  if (p.mask.size[1] != 1 && p.mask.size[1] != c) return "mask must have 1 or C (fg's) channels";
-  if (p.fg.size[0] != n) return "fg must have the batch size of mask";
-  if (p.bg.size[0] != n) return "bg must have the batch size of mask";
-  if (p.bg.size[1] != c) return "bg must have the channels of fg";
-  if (p.fg.size[2] < 1 || p.fg.size[3] < 1) return "fg must have height and width >= 1";
-  if (p.bg.size[2] < 1 || p.bg.size[3] < 1) return "bg must have height and width >= 1";
-  if (!(p.lo <= p.hi)) return "clamp must have lo <= hi";
+  const std::int64_t n = p.mask.size[0], c = p.fg.size[1];
+  if (p.fg.size[0] != n) return message("fg has batch " + to_string(p.fg.size[0]) + " but mask has " + to_string(n));
+  if (p.bg.size[0] != n) return message("bg has batch " + to_string(p.bg.size[0]) + " but mask has " + to_string(n));
+  if (p.bg.size[1] != c)
+    return message("bg has " + to_string(p.bg.size[1]) + " channels but fg has " + to_string(c));
+  if (p.mask.size[1] != 1 && p.mask.size[1] != c)
+    return message("mask must have 1 or " + to_string(c) + " (fg's) channels, got " + to_string(p.mask.size[1]));
+  for (int i = 1; i < 3; ++i) {
+    if (images[i]->size[2] < 1 || images[i]->size[3] < 1)
+      return message(std::string(names[i]) + " must have height and width >= 1, got " + shape(*images[i]));
+  }
+  if (!(p.lo <= p.hi)) return message("clamp must have lo <= hi, got (" + to_string(p.lo) + ", " + to_string(p.hi) + ")");
   const bool empty = n * c * p.mask.size[2] * p.mask.size[3] == 0;
+  if (!empty && !p.out) return "out must not be null";
   if (!empty && (!p.mask.data || !p.fg.data || !p.bg.data)) return "mask, fg and bg must not be null";
   return nullptr;
 }

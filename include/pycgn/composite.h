@@ -3,11 +3,12 @@
 //
 // Per image b, channel c, pixel (y, x) of the output:
 //
-//   m   = clamp(mask[b, 0 or c, y, x], lo, hi)
+//   m   = clamp(mask[b, 0 or c, y, x], lo, hi)       (a NaN mask stays NaN, as in torch.clamp)
 //   f   = fg[b, c, (y + fg_offset[b, 0]) mod Hf, (x + fg_offset[b, 1]) mod Wf]
 //   g   = bg[b, c, (y + bg_offset[b, 0]) mod Hb, (x + bg_offset[b, 1]) mod Wb]
 //   v   = m * f + (1 - m) * g
-//   out = v (float32) or round_half_even(clamp((v + 1) * 127.5, 0, 255)) (uint8), NCHW or NHWC
+//   out = v (float32) or round_half_even(clamp((v + 1) * 127.5, 0, 255)) (uint8; NaN -> 0),
+//         NCHW or NHWC
 //
 // Inputs are float32 with arbitrary element strides (the torch layer converts float16 and
 // bfloat16 to float32 first). Offsets are int32 or int64 of any value, reduced modulo the
@@ -63,7 +64,9 @@ struct CompositeParams {
   int num_threads = 0;  // CPU: OpenMP threads, 0 = OpenMP's default
 };
 
-// Returns null when p is valid, else a message naming the bad argument.
+// Returns null when p is valid, else a message naming the bad argument and its value(s).
+// The one check of sizes, channels and clamp: the torch operator relies on it too. The
+// message lives in a thread-local buffer until this thread's next call.
 const char* composite_check(const CompositeParams& p);
 
 // Throw std::invalid_argument when composite_check fails.
@@ -123,8 +126,11 @@ template <> struct Store<std::uint8_t> {
 // One output value from its mask, foreground and background values.
 template <typename T>
 PYCGN_HD T composite_pixel(float m, float f, float g, float lo, float hi) {
-  m = m > lo ? m : lo;  // a NaN mask becomes lo: these selects are x86's maxps/minps
-  m = m < hi ? m : hi;
+  // torch.clamp's semantics, NaN included (it propagates), so the kernel and
+  // pycgn.reference agree on every input. Written as x86's maxps(lo, m) and minps(hi, m),
+  // which return m when it is NaN: the loops still vectorise.
+  m = lo > m ? lo : m;
+  m = hi < m ? hi : m;
   const float v = add_rn(mul_rn(m, f), mul_rn(add_rn(1.0f, -m), g));
   return Store<T>::from(v);
 }
