@@ -190,6 +190,14 @@ class Runner:
     def __repr__(self) -> str:
         return f"<pycgn runner {self.name} on {self.device}, providers {self.providers}>"
 
+    def _export(self, fmt: str, export_dir=None, sha=None) -> dict:
+        """The checked sidecar of the ``fmt`` export to run: ``export_dir`` or the cache's."""
+        sha = sha or weights_sha256(self.model.state_dict())
+        d = Path(export_dir) if export_dir is not None else cached_export(self.model, fmt, sha)
+        side = _export.read_sidecar(d, fmt, sha)
+        self.paths = side["paths"]
+        return side
+
     def _inputs(self, u_shape, y_shape, u_texture, y_texture, u_bg, y_bg):
         m = self.model
         n = u_shape.shape[0] if isinstance(u_shape, torch.Tensor) and u_shape.dim() == 2 else None
@@ -278,10 +286,7 @@ class TorchScriptRunner(_NetsRunner):
 
     def __init__(self, model, device, export_dir=None, sha=None):
         super().__init__(model, device)
-        sha = sha or weights_sha256(model.state_dict())
-        d = Path(export_dir) if export_dir is not None else cached_export(model, "torchscript", sha)
-        side = _export.read_sidecar(d, "torchscript", sha)
-        self.paths = side["paths"]
+        side = self._export("torchscript", export_dir, sha)
         self.nets = [_export.load_torchscript_file(side["paths"][m], m, side, self.device) for m in MECHANISMS]
         self.providers = [f"torchscript-{self.device.type}"]
         if self.device.type == "cpu":
@@ -319,10 +324,7 @@ class OrtRunner(Runner):
     def __init__(self, model, device, export_dir=None, sha=None):
         import onnxruntime as ort
         super().__init__(model, device)
-        sha = sha or weights_sha256(model.state_dict())
-        d = Path(export_dir) if export_dir is not None else cached_export(model, "onnx", sha)
-        side = _export.read_sidecar(d, "onnx", sha)
-        self.paths = side["paths"]
+        side = self._export("onnx", export_dir, sha)
         wanted = _ort_providers(self.device, cache_dir(), model.latent_dim)
         so = ort.SessionOptions()
         # ORT_ENABLE_ALL includes the layout transformer to the blocked (NCHWc) AVX-512 kernels.
