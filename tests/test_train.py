@@ -219,3 +219,12 @@ def test_cli_bad_arguments(tmp_path, capsys):
     assert cli(["train", "--variant", "colored_mnist", "--out", str(tmp_path), "--minutes", "-1"]) == 2
     with pytest.raises(SystemExit):
         cli(["train", "--variant", "svhn", "--out", str(tmp_path)])
+
+
+def test_cli_ends_with_a_summary_and_how_to_resume(tmp_path, capsys):
+    assert cli(["train", "--variant", "colored_mnist", "--out", str(tmp_path), "--minutes", "0.01",
+                "--save-every", "1000", "--threads", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("trained colored_mnist: step ") and " of 7500 (" in out[0], out
+    assert out[1] == f"to continue: pycgn train --variant colored_mnist --out {tmp_path} --resume", out
+    assert out[-1] == str(tmp_path / "colored_mnist.pt")

