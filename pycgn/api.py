@@ -78,7 +78,10 @@ def _make_runner(model, backend, device):
 
 @dataclass
 class Parts:
-    """Everything that fixes a batch of images; ``pycgn.reference`` recomputes ``images`` from it."""
+    """Everything that fixes a batch of images; ``pycgn.reference`` recomputes ``images`` from it.
+
+    All fields are of the kind ``output=`` asks for: numpy arrays (the default), torch tensors
+    (``"torch"``), or for ``"pil"`` a list of PIL images and numpy arrays for the rest."""
     images: np.ndarray | torch.Tensor  # (N, H, W, 3) uint8
     mask: torch.Tensor                 # (N, 1, H, W) float32, clamped
     foreground: torch.Tensor           # (N, 3, H, W) float32, after the crop
@@ -266,8 +269,8 @@ class Generator:
             raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
             raise TypeError(f"n must be an int, got {type(n).__name__}")
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
+        if n < 1:  # the rule of the CLI and of synth too: a request draws at least one image
+            raise ValueError(f"n must be >= 1, got {n}")
         classes = {k: self.class_ids(k, v, n) for k, v in (("shape", shape), ("texture", texture), ("bg", bg))}
         lengths = {k: len(v) for k, v in classes.items() if isinstance(v, list) and len(v) != 1}
         count = int(n)
@@ -276,6 +279,8 @@ class Generator:
                 count = length
             elif length != count:
                 raise ValueError(f"{k} has {length} entries, which does not broadcast against n={count}")
+        if count < 1:
+            raise ValueError(f"{', '.join(lengths)} has no entries: nothing to draw")
         if seed is None:
             seed = secrets.randbits(63)
         h = self.model.image_size
@@ -295,10 +300,7 @@ class Generator:
             else:
                 self.images(draw, out=images[a:b])
         if return_parts:
-            whole = _cat_parts(parts, images, seed, self.backend) if parts else self.parts(
-                sampler.draw(range(0)), seed=seed)
-            whole.images = _as_output(whole.images, output)
-            return whole
+            return _parts_as(_cat_parts(parts, images, seed, self.backend), output)
         return _as_output(images, output)
 
 
@@ -306,6 +308,17 @@ def _cat_parts(parts: list, images: torch.Tensor, seed: int, backend: str) -> "P
     fields = {f: torch.cat([getattr(p, f) for p in parts]) for f in Parts.__dataclass_fields__
               if f not in ("images", "seed", "backend")}
     return Parts(images=images, seed=seed, backend=backend, **fields)
+
+
+def _parts_as(parts: "Parts", output: str) -> "Parts":
+    """Every field of one kind: torch tensors for ``output="torch"``, numpy arrays otherwise
+    (with ``"pil"``, the images are PIL images and the rest numpy)."""
+    for f in Parts.__dataclass_fields__:
+        v = getattr(parts, f)
+        if isinstance(v, torch.Tensor):
+            setattr(parts, f, _as_output(v, output) if f == "images" else
+                    v if output == "torch" else v.cpu().numpy())
+    return parts
 
 
 def _available_memory(device: torch.device) -> int | None:

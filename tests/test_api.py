@@ -52,30 +52,30 @@ def test_class_argument_forms(model_path):
     assert p.bg.tolist() == [2, 2, 9]
     broadcast = gen(model_path, shape=[0, 1, 2, 3, 4], seed=1, return_parts=True)  # n=1 broadcasts to 5
     assert broadcast.shape.tolist() == [0, 1, 2, 3, 4] and len(broadcast.images) == 5
-    tensor = gen(model_path, shape=torch.tensor([5, 6]), n=2, seed=1, return_parts=True)
+    tensor = gen(model_path, shape=torch.tensor([5, 6]), n=2, seed=1, return_parts=True, output="torch")
     assert tensor.shape.tolist() == [5, 6]
 
 
 def test_changing_one_class_changes_only_its_part(model_path):
-    a = gen(model_path, shape=3, texture=7, bg=1, seed=2, return_parts=True)
-    b = gen(model_path, shape=3, texture=7, bg=8, seed=2, return_parts=True)
+    a = gen(model_path, shape=3, texture=7, bg=1, seed=2, return_parts=True, output="torch")
+    b = gen(model_path, shape=3, texture=7, bg=8, seed=2, return_parts=True, output="torch")
     assert torch.equal(a.mask, b.mask) and torch.equal(a.foreground, b.foreground)
     assert not torch.equal(a.background, b.background)
 
 
 def test_parts_recompute_images_through_the_reference(model_path):
-    p = gen(model_path, n=6, seed=3, return_parts=True)
+    p = gen(model_path, n=6, seed=3, return_parts=True, output="torch")
     assert p.mask.shape == (6, 1, 32, 32) and p.foreground.shape == p.background.shape == (6, 3, 32, 32)
     assert p.u_shape.shape == (6, 32) and p.fg_offset.shape == (6, 2) and p.fg_offset.dtype == torch.int64
     assert float(p.mask.min()) >= np.float32(1e-4) and float(p.mask.max()) <= np.float32(0.9999)
     again = reference.composite(p.mask, p.foreground, p.background, out_dtype="uint8", layout="NHWC")
-    assert np.abs(again.numpy().astype(int) - p.images.astype(int)).max() <= 1
+    assert torch.equal(again, p.images)  # the kernel and the reference agree bit for bit
     # and from the inputs alone, through the model and the reference
     model = pycgn.load(model_path)
     with torch.no_grad():
         mask, fg, bg = model(p.u_shape, p.shape, p.u_texture, p.texture, p.u_bg, p.bg)
     full = reference.composite(mask, fg, bg, p.fg_offset, p.bg_offset, out_dtype="uint8", layout="NHWC")
-    assert np.abs(full.numpy().astype(int) - p.images.astype(int)).max() <= 1
+    assert np.abs(full.numpy().astype(int) - p.images.numpy().astype(int)).max() <= 1
 
 
 def test_batch_independence(model_path):
@@ -103,8 +103,23 @@ def test_generator_threads(model_path):
         assert np.array_equal(a, b)
 
 
-def test_zero_images(model_path):
-    assert gen(model_path, n=0, seed=0).shape == (0, 32, 32, 3)
+def test_one_rule_for_zero_images(model_path, tmp_path):
+    # the API, the CLI (test_cli) and synth (test_synth) all ask for at least one image
+    with pytest.raises(ValueError, match="n must be >= 1, got 0"):
+        gen(model_path, n=0, seed=0)
+    with pytest.raises(ValueError, match="shape has no entries"):
+        gen(model_path, shape=[], seed=0)
+
+
+@pytest.mark.parametrize("output, kind", [("numpy", np.ndarray), ("torch", torch.Tensor), ("pil", np.ndarray)])
+def test_parts_are_all_of_the_kind_asked_for(model_path, output, kind):
+    p = gen(model_path, n=2, seed=0, return_parts=True, output=output)
+    fields = [f for f in p.__dataclass_fields__ if f not in ("images", "seed", "backend")]
+    assert [f for f in fields if not isinstance(getattr(p, f), kind)] == []
+    if output == "pil":
+        assert [im.size for im in p.images] == [(32, 32), (32, 32)]
+    else:
+        assert isinstance(p.images, kind)
 
 
 @pytest.mark.parametrize("kw, exc, words", [
@@ -113,7 +128,7 @@ def test_zero_images(model_path):
     (dict(bg="seven"), ValueError, "bg: unknown class 'seven'"),
     (dict(shape=1.5), TypeError, "shape must be a class id"),
     (dict(shape=[1, 2], n=3), ValueError, "shape has 2 entries"),
-    (dict(n=-1), ValueError, "n must be >= 0"),
+    (dict(n=-1), ValueError, "n must be >= 1"),
     (dict(n=2.0), TypeError, "n must be an int"),
     (dict(output="jpeg"), ValueError, "output must be one of"),
     (dict(seed=-5), ValueError, "seed must be in"),
