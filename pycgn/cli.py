@@ -10,7 +10,7 @@ from importlib import import_module
 COMMAND_MODULES = (
     "pycgn.api",         # generate, grid, interpolate, info
     "pycgn.export",      # export
-    "pycgn.synth",       # synth
+    "pycgn.synth.command",  # synth
     "pycgn.train",       # train
     "pycgn.evaluate",    # evaluate
 )
@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # the shell's command line, for commands that record how they were run (synth's manifest);
+    # an argv passed in code is not one, and those commands then record an equivalent line
+    args.argv = sys.argv[1:] if argv is None else None
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -290,26 +290,26 @@ def test_unwritable_folder_is_a_clear_error(ckpt, tmp_path):
 
 def test_disk_full_leaves_nothing_corrupt_and_resumes(ckpt, tmp_path, monkeypatch):
     run(ckpt, tmp_path / "ref", n=50, shard_size=20, seed=9)
-    real = S._atomic_bytes
+    real = pycgn._io.atomic_write_bytes
     writes = []
 
-    def full_disk(path, data, mode):
+    def full_disk(path, data):
         if Path(path).name.startswith("shard-"):
             writes.append(path)
             if len(writes) == 2:  # the second shard: half written, then ENOSPC
                 with pycgn._io.atomic_path(path) as tmp:
                     Path(tmp).write_bytes(data[: len(data) // 2])
                     raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path, data, mode)
+        return real(path, data)
 
-    monkeypatch.setattr(S, "_atomic_bytes", full_disk)
+    monkeypatch.setattr(pycgn._io, "atomic_write_bytes", full_disk)
     with pytest.raises(S.SynthError, match="shard-00001.npz: disk full"):
         run(ckpt, tmp_path / "d", n=50, shard_size=20, seed=9)
     assert temps(tmp_path / "d") == []
     assert not (tmp_path / "d" / "shard-00001.npz").exists()
     m = json.loads((tmp_path / "d" / "manifest.json").read_text())
     assert not m["complete"] and [s["name"] for s in m["shards"]] == ["shard-00000.npz"]
-    monkeypatch.setattr(S, "_atomic_bytes", real)
+    monkeypatch.setattr(pycgn._io, "atomic_write_bytes", real)
     run(ckpt, tmp_path / "d", n=50, shard_size=20, seed=9)
     assert shard_files(tmp_path / "d") == shard_files(tmp_path / "ref")
 

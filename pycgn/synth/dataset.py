@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..synth import KIND, LABELS, MANIFEST, shard_sha256
+from .format import KIND, LABELS, MANIFEST, key_width, sample_key, shard_sha256
 
 
 class SynthDataset(Dataset):
@@ -66,7 +66,7 @@ class SynthDataset(Dataset):
                                  f"(corrupt or changed); rerun the synth command to remake it")
         self.shards = shards
         self._starts = [s["start"] for s in shards]
-        self._key_width = max(9, len(str(max(m["n"] - 1, 0))))
+        self._key_width = key_width(m["n"])
         self._cache: dict[int, object] = {}  # per-shard readers, made on first use (per process)
         self._labels = None
         if self.format in ("npz", "png"):
@@ -134,12 +134,12 @@ class SynthDataset(Dataset):
             image = np.array(self._npz_images(s)[j])
             labels = {name: int(v) for name, v in zip(LABELS, self._labels[index])}
         elif self.format == "webdataset":
-            key = f"{index:0{self._key_width}d}"
+            key = sample_key(index, self._key_width)
             image = _decode_png(self._tar_read(s, f"{key}.png"))
             rec = json.loads(self._tar_read(s, f"{key}.json"))
             labels = {name: int(rec[name]) for name in LABELS}
         else:
-            key = f"{index:0{self._key_width}d}"
+            key = sample_key(index, self._key_width)
             image = _decode_png((self.root / self.shards[s]["name"] / f"{key}.png").read_bytes())
             labels = {name: int(v) for name, v in zip(LABELS, self._labels[index])}
         image = torch.from_numpy(image).permute(2, 0, 1)
