@@ -22,8 +22,7 @@ from pycgn.models import MnistCGN
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
+def random_checkpoint(folder: Path) -> Path:
     """A random-weight MnistCGN saved with pycgn.save (the shipped weights are trained elsewhere)."""
     g = torch.Generator().manual_seed(99)
     m = MnistCGN()
@@ -32,7 +31,12 @@ def ckpt(tmp_path_factory):
             if t.is_floating_point():
                 t.copy_(torch.rand(t.shape, generator=g) + 0.5 if name.endswith("running_var")
                        else torch.randn(t.shape, generator=g) * 0.2)
-    return pycgn.save(m, tmp_path_factory.mktemp("ckpt") / "random.pt")
+    return pycgn.save(m, folder / "random.pt")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return random_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 def run(ckpt, out, **kw):

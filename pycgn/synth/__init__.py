@@ -28,15 +28,16 @@ import shlex
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from .. import _checks
 from .._version import __version__
-from .engines import DEFAULT_BATCH, LAST_RUN, MIN_BATCH, run_local, run_processes, run_ray
+from . import store
+from .engines import DEFAULT_BATCH, LAST_RUN, MIN_BATCH, ray_session, run_local, run_processes, run_ray
 from .format import (ARRAYS, FORMAT_VERSION, FORMATS, INPUTS, KIND, LABELS, MANIFEST, Plan, files_sha256,
                      shard_sha256)
 from .store import SynthError
-from . import store
 
 ENGINES = ("local", "ray")
 
@@ -120,15 +121,19 @@ def synth(model="colored_mnist", n: int = 10000, out="synth", counterfactuals: i
     Sampler(seed)  # checks the seed before any work
 
     t0 = time.perf_counter()
-    out_path = store.prepare_out(Path(out))
-    with store.locked(out_path):
+    out_path = Path(out)
+    # Everything that can refuse the run (model, backend, device, the Ray cluster) is checked
+    # before the folder is created or changed: a run that cannot start leaves nothing behind.
+    old = store.read_manifest(out_path) if out_path.is_dir() else None  # read only; again under the lock
+    if old is not None and backend == "auto":
+        backend = old.get("backend", "auto")  # resume with what made the first shards
+    gen, backend_used = _pinned_generator(model, backend, device, batch_size)
+    info = gen.info
+    with ray_session(ray_address) if engine == "ray" else nullcontext() as ray, \
+            store.locked(store.prepare_out(out_path)):
         old = store.read_manifest(out_path)
         if old is None:
             store.check_unused(out_path)
-        if old is not None and backend == "auto":
-            backend = old.get("backend", "auto")  # resume with what made the first shards
-        gen, backend_used = _pinned_generator(model, backend, device, batch_size)
-        info = gen.info
         plan = Plan(n, shard_size, format)
         manifest = {
             "kind": KIND, "format_version": FORMAT_VERSION, "pycgn_version": __version__,
@@ -164,8 +169,8 @@ def synth(model="colored_mnist", n: int = 10000, out="synth", counterfactuals: i
             if not todo:
                 pass
             elif engine == "ray":
-                run_ray(gen.model, backend_used, gen.device.type, seed, k, plan, todo, batch_size, workers,
-                        ray_address, out_path, done, bar.update)
+                run_ray(ray, gen.model, backend_used, gen.device.type, seed, k, plan, todo, batch_size,
+                        workers, out_path, done, bar.update)
             elif (workers or 1) > 1:
                 run_processes(gen.model, backend_used, gen.device.type, seed, k, plan, todo, batch_size,
                               workers, out_path, done, bar.update)

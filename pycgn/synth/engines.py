@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -203,43 +204,99 @@ class _RayWorker:
         return sid, {k: bytes(v) for k, v in files.items()}
 
 
-def run_ray(model, backend, device, seed, k, plan, todo, batch_size, workers, address, out, done, progress):
-    """Shards ``todo`` made by Ray actors (one per CPU unless ``workers``); this process writes them."""
+@contextmanager
+def ray_session(address: str | None):
+    """Ray, connected to the cluster at ``address`` (or a new local one) for the block; a session
+    already open in this process is used as it is. Failing to connect is a ``ValueError``: the
+    caller connects before it creates anything, so a run that cannot start leaves nothing behind."""
     try:
         import ray
     except ImportError:
         raise ValueError("engine 'ray' needs Ray: pip install 'pycgn[ray]' (or use --engine local)") from None
-    started = False
-    if not ray.is_initialized():
-        kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-        ray.init(address=address, **kw) if address else ray.init(**kw)
-        started = True
+    if ray.is_initialized():
+        yield ray
+        return
+    kw = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     try:
-        cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        actors = workers or max(1, int(cpus))
-        # fractional CPUs: actors must fit beside the driver and other tasks, or they wait forever
-        share = max(0.01, min(1.0, cpus / actors) * 0.5)
-        threads = max(1, int(cpus // actors)) if workers else 1
-        cls = ray.remote(num_cpus=share)(_RayWorker)
-        model_ref = ray.put(model)
-        pool = [cls.remote(model_ref, backend, device, seed, k, plan, threads) for _ in range(actors)]
-        pending, todo = {}, list(todo)
-        todo.reverse()
-        for a in pool * 2:  # two shards in flight per actor: one generating, one returning
-            if todo:
-                pending[a.make.remote(todo.pop(), batch_size)] = a
+        ray.init(address=address, **kw) if address else ray.init(**kw)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        where = f"ray_address: cannot connect to a Ray cluster at {address!r}" if address else \
+            "engine 'ray': cannot start a local Ray cluster"
+        raise ValueError(f"{where} ({first})") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+# tries of one shard on Ray before the run gives up: a shard that kills every worker it meets
+# (out of memory, say) must not take the whole cluster down with it
+RAY_TRIES = 3
+
+
+def _lost_errors(ray) -> tuple:
+    """Ray's errors that mean a worker, its node or a result was lost (not a bug in the shard)."""
+    e = ray.exceptions
+    return tuple(getattr(e, name) for name in ("RayActorError", "WorkerCrashedError", "NodeDiedError",
+                                                "ObjectLostError", "OutOfMemoryError", "LocalRayletDiedError")
+                 if hasattr(e, name))
+
+
+def run_ray(ray, model, backend, device, seed, k, plan, todo, batch_size, workers, out, done, progress):
+    """Shards ``todo`` made by Ray actors (one per CPU unless ``workers``); this process writes them.
+
+    A shard whose actor dies (its process or node lost) goes back to the queue and is made by a
+    surviving actor: the bytes do not depend on who makes them. The run stops with ``SynthError``
+    when no actor is left or a shard has failed ``RAY_TRIES`` times; finished shards stay valid.
+    """
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    actors = workers or max(1, int(cpus))
+    # fractional CPUs: actors must fit beside the driver and other tasks, or they wait forever
+    share = max(0.01, min(1.0, cpus / actors) * 0.5)
+    threads = max(1, int(cpus // actors)) if workers else 1
+    # spread over the nodes: more memory bandwidth, and a lost node takes fewer actors with it
+    cls = ray.remote(num_cpus=share, scheduling_strategy="SPREAD")(_RayWorker)
+    model_ref = ray.put(model)
+    pool = {a: cls.remote(model_ref, backend, device, seed, k, plan, threads) for a in range(actors)}
+    lost, tries = _lost_errors(ray), {}
+    pending: dict = {}  # result ref -> (actor number, shard id)
+    todo = list(reversed(todo))
+
+    def feed():  # two shards in flight per actor: one generating, one returning
+        for a, actor in pool.items():
+            while todo and sum(1 for b, _ in pending.values() if b == a) < 2:
+                sid = todo.pop()
+                pending[actor.make.remote(sid, batch_size)] = (a, sid)
+
+    try:
+        feed()
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            ref = ready[0]
-            actor = pending.pop(ref)
-            sid, files = ray.get(ref)
-            if todo:
-                pending[actor.make.remote(todo.pop(), batch_size)] = actor
+            a, sid = pending.pop(ready[0])
+            try:
+                _, files = ray.get(ready[0])
+            except lost as e:
+                why = " ".join(str(e).split())[:300] or type(e).__name__
+                tries[sid] = tries.get(sid, 0) + 1
+                if tries[sid] >= RAY_TRIES:
+                    raise SynthError(f"shard {plan.name(sid)} failed on {RAY_TRIES} Ray workers (last: {why}); "
+                                     f"the cluster cannot finish this run; finished shards are kept, rerun "
+                                     f"the same command to resume") from None
+                pool.pop(a, None)  # dead, or unreliable: the others take its shards
+                todo.append(sid)
+                if not pool:
+                    raise SynthError(f"every Ray worker was lost (last: {why}); the cluster cannot finish "
+                                     f"this run; finished shards are kept, rerun the same command to "
+                                     f"resume") from None
+                feed()
+                continue
+            feed()
             start, count = plan.range(sid)
             done({"name": plan.name(sid), "start": start, "count": count,
                   "sha256": store_shard(out, plan.name(sid), files)})
             progress(count)
             del files
     finally:
-        if started:
-            ray.shutdown()
+        for actor in pool.values():  # an error leaves shards in flight: stop them now
+            ray.kill(actor)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tarfile
 import zipfile
 from pathlib import Path
@@ -137,16 +138,22 @@ def files_sha256(files: dict) -> str:
 
 
 def shard_sha256(path) -> str:
-    """sha256 of a shard on disk, as recorded in the manifest (see ``files_sha256``)."""
+    """sha256 of a shard on disk, as recorded in the manifest (see ``files_sha256``). Links are
+    not followed (``OSError``): a shard is plain files, and a link could lead out of its folder."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         return _listing_sha256((p.name, _file_sha256(p)) for p in path.iterdir())
     return _file_sha256(path)
 
 
+def open_inside(path) -> io.BufferedReader:
+    """Open a file of a dataset for reading without following a link (``OSError`` if it is one)."""
+    return open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+
+
 def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_inside(path) as f:
         while chunk := f.read(1 << 22):
             h.update(chunk)
     return h.hexdigest()
