@@ -22,8 +22,7 @@ from pycgn.models import MnistCGN
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
+def random_checkpoint(folder: Path) -> Path:
     """A random-weight MnistCGN saved with pycgn.save (the shipped weights are trained elsewhere)."""
     g = torch.Generator().manual_seed(99)
     m = MnistCGN()
@@ -32,7 +31,12 @@ def ckpt(tmp_path_factory):
             if t.is_floating_point():
                 t.copy_(torch.rand(t.shape, generator=g) + 0.5 if name.endswith("running_var")
                        else torch.randn(t.shape, generator=g) * 0.2)
-    return pycgn.save(m, tmp_path_factory.mktemp("ckpt") / "random.pt")
+    return pycgn.save(m, folder / "random.pt")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return random_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 def run(ckpt, out, **kw):
@@ -290,26 +294,26 @@ def test_unwritable_folder_is_a_clear_error(ckpt, tmp_path):
 
 def test_disk_full_leaves_nothing_corrupt_and_resumes(ckpt, tmp_path, monkeypatch):
     run(ckpt, tmp_path / "ref", n=50, shard_size=20, seed=9)
-    real = S._atomic_bytes
+    real = pycgn._io.atomic_write_bytes
     writes = []
 
-    def full_disk(path, data, mode):
+    def full_disk(path, data):
         if Path(path).name.startswith("shard-"):
             writes.append(path)
             if len(writes) == 2:  # the second shard: half written, then ENOSPC
                 with pycgn._io.atomic_path(path) as tmp:
                     Path(tmp).write_bytes(data[: len(data) // 2])
                     raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path, data, mode)
+        return real(path, data)
 
-    monkeypatch.setattr(S, "_atomic_bytes", full_disk)
+    monkeypatch.setattr(pycgn._io, "atomic_write_bytes", full_disk)
     with pytest.raises(S.SynthError, match="shard-00001.npz: disk full"):
         run(ckpt, tmp_path / "d", n=50, shard_size=20, seed=9)
     assert temps(tmp_path / "d") == []
     assert not (tmp_path / "d" / "shard-00001.npz").exists()
     m = json.loads((tmp_path / "d" / "manifest.json").read_text())
     assert not m["complete"] and [s["name"] for s in m["shards"]] == ["shard-00000.npz"]
-    monkeypatch.setattr(S, "_atomic_bytes", real)
+    monkeypatch.setattr(pycgn._io, "atomic_write_bytes", real)
     run(ckpt, tmp_path / "d", n=50, shard_size=20, seed=9)
     assert shard_files(tmp_path / "d") == shard_files(tmp_path / "ref")
 

@@ -45,7 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if not getattr(args, "func", None):
@@ -54,7 +53,9 @@ def main(argv=None) -> int:
     if extra:  # argparse would name the top-level parser; the subcommand is what the user typed
         print(f"pycgn {args.command}: error: unrecognized arguments: {' '.join(extra)}", file=sys.stderr)
         return 2
-    args.argv = ["pycgn", *argv]  # the command as typed, for records such as a dataset's manifest
+    # the shell's command line, for commands that record how they were run (synth's manifest); an
+    # argv passed in code is not one, and those commands then record an equivalent line
+    args.argv = sys.argv[1:] if argv is None else None
     if getattr(args, "quiet", False):
         from .._status import quiet
         quiet(True)

@@ -6,7 +6,7 @@ from importlib import import_module
 
 _LAZY = {
     # name -> submodule that defines it
-    "SynthDataset": "pycgn.data.synth",
+    "SynthDataset": "pycgn.synth.dataset",
     "MnistSplit": "pycgn.data.mnist",
     "build_mnist": "pycgn.data.mnist",
     "load_digits": "pycgn.data.mnist",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import csv
+import errno
 import io
 import json
 import struct
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..synth import KIND, LABELS, MANIFEST, shard_sha256
+from .format import KIND, LABELS, MANIFEST, key_width, open_inside, sample_key, shard_sha256
 
 
 class SynthDataset(Dataset):
@@ -49,7 +50,12 @@ class SynthDataset(Dataset):
         self.manifest = m
         self.format = m["format"]
         self.transform = transform
-        shards = sorted(m["shards"], key=lambda s: s["start"])
+        entries = m.get("shards")
+        if not isinstance(entries, list) or not all(
+                isinstance(s, dict) and type(s.get("start")) is int and type(s.get("count")) is int
+                and isinstance(s.get("sha256"), str) for s in entries):
+            raise ValueError(f"{path}: 'shards' must be a list of {{name, start, count, sha256}} records")
+        shards = sorted(entries, key=lambda s: s["start"])
         at = 0
         for s in shards:
             if s["start"] != at or s["count"] < 1:
@@ -57,20 +63,30 @@ class SynthDataset(Dataset):
             at += s["count"]
         if at != m["n"]:
             raise ValueError(f"{path}: shards hold {at} samples, the manifest says n={m['n']}")
-        for s in shards:
-            p = self.root / s["name"]
+        self._paths = [self._shard_path(s["name"]) for s in shards]
+        for s, p in zip(shards, self._paths):
             if not p.exists():
                 raise FileNotFoundError(f"{self.root}: shard {s['name']} is missing")
-            if verify and shard_sha256(p) != s["sha256"]:
+            if verify and _no_links(shard_sha256, p) != s["sha256"]:
                 raise ValueError(f"{self.root}: shard {s['name']} does not match its sha256 in the manifest "
                                  f"(corrupt or changed); rerun the synth command to remake it")
         self.shards = shards
         self._starts = [s["start"] for s in shards]
-        self._key_width = max(9, len(str(max(m["n"] - 1, 0))))
+        self._key_width = key_width(m["n"])
         self._cache: dict[int, object] = {}  # per-shard readers, made on first use (per process)
         self._labels = None
         if self.format in ("npz", "png"):
             self._labels = self._read_labels()
+
+    def _shard_path(self, name) -> Path:
+        """Where the manifest's shard ``name`` is; only a file or folder directly in the dataset
+        folder is read (no ``..``, no absolute path, no link leading elsewhere)."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{self.root / MANIFEST}: a shard name must be a file name, got {name!r}")
+        real = (self.root / name).resolve()
+        if real.parent != self.root.resolve():
+            raise ValueError(f"{self.root}: shard {name!r} is outside the dataset folder; refusing to read it")
+        return real
 
     def __len__(self) -> int:
         return int(self.manifest["n"])
@@ -90,16 +106,15 @@ class SynthDataset(Dataset):
     def _read_labels(self) -> np.ndarray:
         """(n, 4) int64 columns ``LABELS``, read once (small next to the images)."""
         out = np.empty((len(self), len(LABELS)), dtype=np.int64)
-        for s in self.shards:
+        for s, p in zip(self.shards, self._paths):
             rows = slice(s["start"], s["start"] + s["count"])
-            p = self.root / s["name"]
             if self.format == "npz":
                 with np.load(p, allow_pickle=False) as z:
                     for c, name in enumerate(LABELS):
                         out[rows, c] = z[name]
             else:
-                with open(p / "labels.csv", newline="") as f:
-                    table = list(csv.DictReader(f))
+                text = _no_links(_read_bytes, p / "labels.csv").decode()
+                table = list(csv.DictReader(io.StringIO(text, newline="")))
                 if len(table) != s["count"]:
                     raise ValueError(f"{p / 'labels.csv'}: {len(table)} rows, expected {s['count']}")
                 for c, name in enumerate(LABELS):
@@ -109,21 +124,21 @@ class SynthDataset(Dataset):
     def _npz_images(self, s: int) -> np.ndarray:
         images = self._cache.get(s)
         if images is None:
-            images = _npz_member_memmap(self.root / self.shards[s]["name"], "images.npy")
+            images = _npz_member_memmap(self._paths[s], "images.npy")
             self._cache[s] = images
         return images
 
     def _tar_index(self, s: int) -> dict:
         index = self._cache.get(s)
         if index is None:
-            with tarfile.open(self.root / self.shards[s]["name"]) as tf:
+            with tarfile.open(self._paths[s]) as tf:
                 index = {m.name: (m.offset_data, m.size) for m in tf.getmembers()}
             self._cache[s] = index
         return index
 
     def _tar_read(self, s: int, name: str) -> bytes:
         offset, size = self._tar_index(s)[name]
-        with open(self.root / self.shards[s]["name"], "rb") as f:
+        with open(self._paths[s], "rb") as f:
             f.seek(offset)
             return f.read(size)
 
@@ -134,13 +149,13 @@ class SynthDataset(Dataset):
             image = np.array(self._npz_images(s)[j])
             labels = {name: int(v) for name, v in zip(LABELS, self._labels[index])}
         elif self.format == "webdataset":
-            key = f"{index:0{self._key_width}d}"
+            key = sample_key(index, self._key_width)
             image = _decode_png(self._tar_read(s, f"{key}.png"))
             rec = json.loads(self._tar_read(s, f"{key}.json"))
             labels = {name: int(rec[name]) for name in LABELS}
         else:
-            key = f"{index:0{self._key_width}d}"
-            image = _decode_png((self.root / self.shards[s]["name"] / f"{key}.png").read_bytes())
+            key = sample_key(index, self._key_width)
+            image = _decode_png(_no_links(_read_bytes, self._paths[s] / f"{key}.png"))
             labels = {name: int(v) for name, v in zip(LABELS, self._labels[index])}
         image = torch.from_numpy(image).permute(2, 0, 1)
         if self.transform is not None:
@@ -152,6 +167,22 @@ class SynthDataset(Dataset):
         state = self.__dict__.copy()
         state["_cache"] = {}
         return state
+
+
+def _read_bytes(path: Path) -> bytes:
+    with open_inside(path) as f:
+        return f.read()
+
+
+def _no_links(read, path: Path):
+    """``read(path)``, where a link (never followed) is refused: it could lead out of the folder."""
+    try:
+        return read(path)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise ValueError(f"{path} is a link, which could lead outside the dataset folder; refusing to "
+                         f"read it") from None
 
 
 def _decode_png(data: bytes) -> np.ndarray:
