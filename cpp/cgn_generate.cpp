@@ -237,11 +237,7 @@ int main(int argc, char** argv) {
   // One line on stderr, like `pycgn`: bad input (arguments, export files) is status 2.
   auto report = [](const std::exception& e, int status) {
     // One line of plain text, whatever file names or sidecar strings the message quotes.
-    std::string msg = e.what();
-    for (char& ch : msg) {
-      if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = ch == '\n' ? ' ' : '?';
-    }
-    std::cerr << "cgn_generate: error: " << msg << "\n";
+    std::cerr << "cgn_generate: error: " << pycgn::cli::printable(e.what()) << "\n";
     return status;
   };
   try {

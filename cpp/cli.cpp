@@ -60,10 +60,7 @@ bool decimal(const std::string& text, bool& negative, std::uint64_t& magnitude) 
 
 // Arguments are echoed in messages: one line, bounded, printable.
 std::string shown(const std::string& text, std::size_t max_len = 40) {
-  std::string s = text.substr(0, max_len);
-  for (char& ch : s) {
-    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = '?';
-  }
+  const std::string s = printable(text.substr(0, max_len));
   return text.size() > max_len ? s + "..." : s;
 }
 
@@ -115,6 +112,29 @@ const char* kind_of(mode_t mode) {
 }
 
 }  // namespace
+
+std::string printable(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto u = static_cast<unsigned char>(text[i]);
+    const auto next = [&](std::size_t k) { return i + k < text.size() ? static_cast<unsigned char>(text[i + k]) : 0; };
+    if (u == '\n' || u == '\r' || u == '\t') {
+      out += ' ';
+    } else if (u < 0x20 || u == 0x7f) {
+      out += '?';
+    } else if (u == 0xc2 && next(1) >= 0x80 && next(1) <= 0x9f) {  // C1 controls (NEL, CSI) in UTF-8
+      out += '?';
+      i += 1;
+    } else if (u == 0xe2 && next(1) == 0x80 && (next(2) == 0xa8 || next(2) == 0xa9)) {  // U+2028, U+2029
+      out += '?';
+      i += 2;
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
+}
 
 Args parse_args(int argc, const char* const* argv) {
   Args a;

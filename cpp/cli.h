@@ -33,6 +33,11 @@ struct Args {
   std::uint64_t seed = 0;
 };
 
+// `text` as one line of printable text: line breaks become spaces; other control characters,
+// also UTF-8's C1 controls and line/paragraph separators, become '?'. Messages quote file
+// names, arguments and sidecar strings through it.
+std::string printable(const std::string& text);
+
 extern const char* const kClassFlags[3];  // "--shape", "--texture", "--bg"
 extern const char* const kUsage;
 
