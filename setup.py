@@ -23,9 +23,9 @@ def _version():
 
 
 def _sources(pattern):
-    return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, "csrc", "**", pattern),
-                                                               recursive=True)
-                  if f"{os.sep}tests{os.sep}" not in p and f"{os.sep}cpp{os.sep}" not in p)
+    # Filter on the path inside the checkout: the checkout's own folder may be named tests or cpp.
+    rel = (os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, "csrc", "**", pattern), recursive=True))
+    return sorted(p for p in rel if f"{os.sep}tests{os.sep}" not in p and f"{os.sep}cpp{os.sep}" not in p)
 
 
 def extensions():

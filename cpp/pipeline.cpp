@@ -9,95 +9,23 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <sstream>
 #include <utility>
 
 #include "pycgn/composite.h"
+#include "sidecar.h"
 
 namespace fs = std::filesystem;
-using json = nlohmann::json;
 
 namespace pycgn {
 
 namespace {
 
-constexpr const char* kSidecar = "pycgn_export.json";
-constexpr const char* kFormat = "pycgn-export";
-constexpr int kFormatVersion = 1;
-const char* const kNets[3] = {"shape", "texture", "background"};
 constexpr const char* kExtraFile = "pycgn.json";  // per-file record written by pycgn.export
+using sidecar::kNets;
 
 [[noreturn]] void fail(const fs::path& file, const std::string& what) {
   throw ExportError(file.string() + ": " + what);
-}
-
-template <typename T>
-T field(const json& j, const char* key, const fs::path& file) {
-  auto it = j.find(key);
-  if (it == j.end()) fail(file, std::string("missing key \"") + key + "\"");
-  try {
-    return it->get<T>();
-  } catch (const json::exception&) {
-    fail(file, std::string("key \"") + key + "\" has the wrong type (" + it->type_name() + ")");
-  }
-}
-
-std::int64_t positive(const json& j, const char* key, const fs::path& file, std::int64_t lowest) {
-  const auto v = field<std::int64_t>(j, key, file);
-  if (v < lowest) fail(file, std::string("key \"") + key + "\" must be >= " + std::to_string(lowest));
-  return v;
-}
-
-json read_sidecar(const fs::path& file) {
-  std::ifstream in(file);
-  if (!in) fail(file, fs::exists(file) ? "cannot be read" : "no such file (not a pycgn export directory?)");
-  json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) fail(file, "not a JSON object");
-  return j;
-}
-
-ExportInfo parse_info(const json& j, const fs::path& dir, const fs::path& file) {
-  const auto format = j.contains("format") && j["format"].is_string() ? j["format"].get<std::string>() : "";
-  if (format != kFormat) fail(file, "format is \"" + format + "\", expected \"" + kFormat + "\"");
-  const auto version = field<std::int64_t>(j, "format_version", file);
-  if (version != kFormatVersion) {
-    fail(file, "format_version " + std::to_string(version) + " is not supported (this build reads " +
-                   std::to_string(kFormatVersion) + "); re-export the model with a matching pycgn");
-  }
-  ExportInfo info;
-  info.directory = dir.string();
-  info.runtime = field<std::string>(j, "runtime", file);
-  info.kind = field<std::string>(j, "kind", file);
-  info.variant = field<std::string>(j, "variant", file);
-  info.weights_sha256 = field<std::string>(j, "weights_sha256", file);
-  info.image_size = positive(j, "image_size", file, 1);
-  info.latent_dim = positive(j, "latent_dim", file, 1);
-  info.n_classes = positive(j, "n_classes", file, 1);
-  info.max_offset = positive(j, "max_offset", file, 0);
-  info.class_names = field<std::vector<std::string>>(j, "class_names", file);
-  if (static_cast<std::int64_t>(info.class_names.size()) != info.n_classes) {
-    fail(file, "class_names has " + std::to_string(info.class_names.size()) + " entries, n_classes is " +
-                   std::to_string(info.n_classes));
-  }
-  const auto clamp = field<std::vector<double>>(j, "clamp", file);
-  if (clamp.size() != 2 || !(clamp[0] <= clamp[1])) fail(file, "clamp must be [lo, hi] with lo <= hi");
-  info.clamp_lo = static_cast<float>(clamp[0]);
-  info.clamp_hi = static_cast<float>(clamp[1]);
-  return info;
-}
-
-// Each file records its mechanism and weights (extra file pycgn.json): catches a file moved
-// into the wrong export folder, or under another mechanism's name.
-void check_record(const std::string& text, const char* net, const std::string& sha, const fs::path& file) {
-  const json meta = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (meta.is_discarded() || !meta.is_object()) fail(file, std::string("its ") + kExtraFile + " record is missing or corrupt");
-  const auto mechanism = meta.value("mechanism", std::string());
-  if (mechanism != net) fail(file, "holds the \"" + mechanism + "\" generator, expected \"" + net + "\"");
-  const auto recorded = meta.value("weights_sha256", std::string());
-  if (recorded != sha) {
-    fail(file, "exported from weights " + recorded.substr(0, 12) + "..., but the sidecar says " + sha.substr(0, 12) + "...");
-  }
 }
 
 // Generators are written as (N, C, H, W) float32; anything else is a broken export.
@@ -215,17 +143,16 @@ Pipeline::Pipeline(const std::string& model_dir, PipelineOptions options) : impl
   if (options.batch_size < 1) {
     throw std::invalid_argument("batch_size must be >= 1, got " + std::to_string(options.batch_size));
   }
-  const fs::path sidecar = dir / kSidecar;
-  const json j = read_sidecar(sidecar);
+  // The sidecar's every field is checked (types, ranges, file names) before it is used.
+  const sidecar::Sidecar side = sidecar::read(model_dir);
+  const fs::path sidecar_file = dir / sidecar::kFileName;
   Impl& p = *impl_;
-  p.info = parse_info(j, dir, sidecar);
+  p.info = side.info;
   p.options = options;
   if (p.info.runtime != "torchscript") {
-    fail(sidecar, "runtime is \"" + p.info.runtime +
+    fail(sidecar_file, "runtime is \"" + p.info.runtime +
                       "\"; pycgn::Pipeline runs \"torchscript\" exports (pycgn export --format torchscript)");
   }
-  const auto files = field<json>(j, "files", sidecar);
-  if (!files.is_object()) fail(sidecar, "key \"files\" must be an object");
 
   const bool cuda_ok = PYCGN_PIPELINE_CUDA && torch::cuda::is_available();
   if (options.device == Device::kCuda && !cuda_ok) {
@@ -236,14 +163,8 @@ Pipeline::Pipeline(const std::string& model_dir, PipelineOptions options) : impl
   p.device = options.device == Device::kCpu ? Device::kCpu : (cuda_ok ? Device::kCuda : Device::kCpu);
 
   for (int i = 0; i < 3; ++i) {
-    const auto name = field<std::string>(files, kNets[i], sidecar);
-    // The sidecar names files inside its directory; never follow it elsewhere.
-    if (fs::path(name).has_parent_path() || name.empty() || name == "." || name == "..") {
-      fail(sidecar, std::string("files.") + kNets[i] + " must be a file name in the export directory, got \"" +
-                        name + "\"");
-    }
-    p.files[i] = dir / name;
-    if (!fs::is_regular_file(p.files[i])) fail(p.files[i], "no such file (named by " + sidecar.string() + ")");
+    p.files[i] = dir / side.files[i];
+    if (!fs::is_regular_file(p.files[i])) fail(p.files[i], "no such file (named by " + sidecar_file.string() + ")");
     torch::jit::ExtraFilesMap extra{{kExtraFile, ""}};
     try {
       p.nets[i] = torch::jit::load(p.files[i].string(), p.torch_device(), extra);
@@ -251,7 +172,7 @@ Pipeline::Pipeline(const std::string& model_dir, PipelineOptions options) : impl
       const std::string msg = e.what_without_backtrace();
       fail(p.files[i], "not a loadable TorchScript module (truncated or corrupt): " + msg.substr(0, msg.find('\n')));
     }
-    check_record(extra[kExtraFile], kNets[i], p.info.weights_sha256, p.files[i]);
+    sidecar::check_record(extra[kExtraFile], kNets[i], p.info.weights_sha256, p.files[i].string());
     p.nets[i].eval();
   }
 }

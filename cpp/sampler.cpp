@@ -3,6 +3,7 @@
 #include "pycgn/sampler.h"
 
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -32,6 +33,13 @@ void check_positive(const char* name, std::int64_t v, std::int64_t lowest) {
   if (v < lowest) {
     throw std::invalid_argument(std::string(name) + " must be >= " + std::to_string(lowest) +
                                 ", got " + std::to_string(v));
+  }
+}
+
+void check_at_most(const char* name, std::int64_t v, std::int64_t highest) {
+  if (v > highest) {
+    throw std::invalid_argument(std::string(name) + " must be <= " + std::to_string(highest) + ", got " +
+                                std::to_string(v));
   }
 }
 
@@ -66,6 +74,10 @@ Sampler::Sampler(std::uint64_t seed, std::int64_t n_classes, std::int64_t latent
   check_positive("latent_dim", latent_dim, 1);
   check_positive("max_offset", max_offset, 0);
   check_positive("counterfactuals", counterfactuals, 1);
+  // Normals use the 32-bit counters 2j and 2j + 1; integers come from a double, exact below 2**53.
+  check_at_most("latent_dim", latent_dim, (std::int64_t{1} << 31) - 1);
+  check_at_most("n_classes", n_classes, std::int64_t{1} << 53);
+  check_at_most("max_offset", max_offset, (std::int64_t{1} << 53) - 1);
 }
 
 Draw Sampler::draw(const std::vector<std::int64_t>& indices, const std::vector<std::int64_t>& shape,
@@ -86,6 +98,11 @@ Draw Sampler::draw(const std::vector<std::int64_t>& indices, const std::vector<s
   d.texture.resize(n);
   d.bg.resize(n);
   const std::size_t dim = static_cast<std::size_t>(latent_dim_);
+  std::size_t values = 0;
+  if (__builtin_mul_overflow(n, dim, &values) || values > d.u_shape.max_size()) {
+    throw std::invalid_argument("indices: " + std::to_string(n) + " samples of " + std::to_string(dim) +
+                                " latents do not fit in memory");
+  }
   d.u_shape.resize(n * dim);
   d.u_texture.resize(n * dim);
   d.u_bg.resize(n * dim);
@@ -122,6 +139,10 @@ Draw Sampler::draw_n(std::int64_t n, std::int64_t start, const std::vector<std::
                      const std::vector<std::int64_t>& bg) const {
   check_positive("n", n, 0);
   check_positive("start", start, 0);
+  if (n > 0 && start > std::numeric_limits<std::int64_t>::max() - (n - 1)) {
+    throw std::invalid_argument("start + n - 1 must be <= 2**63-1, got start " + std::to_string(start) + " and n " +
+                                std::to_string(n));
+  }
   std::vector<std::int64_t> indices(static_cast<std::size_t>(n));
   for (std::int64_t i = 0; i < n; ++i) indices[static_cast<std::size_t>(i)] = start + i;
   return draw(indices, shape, texture, bg);

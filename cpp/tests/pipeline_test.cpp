@@ -161,6 +161,36 @@ void bad_exports(const fs::path& dir, const fs::path& work) {
       load(broken_copy(dir, work, "escape", [](json& j) { j["files"]["texture"] = "../texture.pt"; })),
       "files.texture must be a file name", "file outside the directory");
 
+  // Fields out of range or of a near-miss type: each refused, naming the field, before any use.
+  struct Hostile {
+    const char* name;
+    void (*edit)(json&);
+    const char* needle;
+  };
+  const Hostile hostile[] = {
+      {"huge_classes", [](json& j) { j["n_classes"] = 18446744073709551615ull; }, "key \"n_classes\" is 18446744073709551615"},
+      {"zero_classes", [](json& j) { j["n_classes"] = 0; }, "key \"n_classes\" is 0, expected 1..100000"},
+      {"float_classes", [](json& j) { j["n_classes"] = 10.0; }, "key \"n_classes\" has the wrong type (number)"},
+      {"bool_size", [](json& j) { j["image_size"] = true; }, "key \"image_size\" has the wrong type (boolean)"},
+      {"max_offset", [](json& j) { j["max_offset"] = 9223372036854775807ll; }, "key \"max_offset\" is 9223372036854775807"},
+      {"neg_offset", [](json& j) { j["max_offset"] = -1; }, "key \"max_offset\" is -1"},
+      {"latent", [](json& j) { j["latent_dim"] = 1ll << 40; }, "key \"latent_dim\" is 1099511627776"},
+      {"image_size", [](json& j) { j["image_size"] = 1 << 20; }, "key \"image_size\" is 1048576"},
+      {"names_type", [](json& j) { j["class_names"][3] = 3; }, "class_names[3] must be"},
+      {"names_count", [](json& j) { j["class_names"].erase(0); }, "class_names has 9 entries, n_classes is 10"},
+      {"clamp", [](json& j) { j["clamp"] = {-1.0, 2.0}; }, "clamp must be [lo, hi] with 0 <= lo <= hi <= 1"},
+      {"clamp_type", [](json& j) { j["clamp"] = "0,1"; }, "clamp must be [lo, hi]"},
+      {"variant", [](json& j) { j["variant"] = "a\nb"; }, "key \"variant\" must be 1..128 bytes of text"},
+      {"nul_file", [](json& j) { j["files"]["shape"] = std::string("a\0b", 3); }, "files.shape must be a file name"},
+      {"deep", [](json& j) { json v = 1; for (int i = 0; i < 100; ++i) v = json::array({v}); j["inputs"] = v; },
+       "JSON nested deeper than 32 levels"},
+  };
+  for (const auto& h : hostile) {
+    expect_throws<ExportError>(load(broken_copy(dir, work, h.name, h.edit)), h.needle, std::string("sidecar ") + h.name);
+  }
+  const fs::path big = broken_copy(dir, work, "big", [](json& j) { j["pad"] = std::string(2 << 20, ' '); });
+  expect_throws<ExportError>(load(big), "more than a sidecar's limit", "sidecar over 1 MiB");
+
   const fs::path gone = broken_copy(dir, work, "gone", [](json&) {});
   fs::remove(gone / "background.torchscript.pt");
   expect_throws<ExportError>(load(gone), "background.torchscript.pt: no such file", "missing generator");

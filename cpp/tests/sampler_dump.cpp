@@ -123,6 +123,11 @@ int self_test() {
   expect_throws([&] { s.draw({1}, {}, {7}); }, "texture has class id 7", "texture class range");
   expect_throws([&] { s.draw({1}, {}, {}, {-2}); }, "bg has class id -2", "bg class -2");
   expect_throws([&] { s.draw_n(-1); }, "n must be", "n -1");
+  // Sizes whose arithmetic would overflow: refused, not wrapped.
+  expect_throws([] { Sampler(0, 10, std::int64_t{1} << 31); }, "latent_dim must be <= 2147483647", "latent_dim 2**31");
+  expect_throws([] { Sampler(0, 10, 32, INT64_MAX); }, "max_offset must be <=", "max_offset 2**63-1");
+  expect_throws([&] { s.draw_n(2, INT64_MAX); }, "start + n - 1 must be <= 2**63-1", "start 2**63-1, n 2");
+  expect(s.draw_n(1, INT64_MAX).index == std::vector<std::int64_t>{INT64_MAX}, "start 2**63-1, n 1 is the last index");
   std::cout << (failures ? "sampler self-test FAILED" : "sampler self-test passed") << "\n";
   return failures ? 1 : 0;
 }
