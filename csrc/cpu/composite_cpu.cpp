@@ -61,7 +61,21 @@ const char* composite_check(const CompositeParams& p) {
       return message(std::string(names[i]) + " must have height and width >= 1, got " + shape(*images[i]));
   }
   if (!(p.lo <= p.hi)) return message("clamp must have lo <= hi, got (" + to_string(p.lo) + ", " + to_string(p.hi) + ")");
-  const bool empty = n * c * p.mask.size[2] * p.mask.size[3] == 0;
+  // Element counts without signed overflow (undefined behaviour): broadcast (stride-0) views can
+  // have huge sizes over little memory.
+  auto elements = [](const std::int64_t* size, std::int64_t* total) {
+    *total = 1;
+    for (int d = 0; d < 4; ++d)
+      if (__builtin_mul_overflow(*total, size[d], total)) return false;
+    return true;
+  };
+  std::int64_t total = 0;
+  for (int i = 0; i < 3; ++i)
+    if (!elements(images[i]->size, &total))
+      return message(std::string(names[i]) + " has more elements than int64 can count: " + shape(*images[i]));
+  const std::int64_t out_size[4] = {n, c, p.mask.size[2], p.mask.size[3]};
+  if (!elements(out_size, &total)) return "the output would have more elements than int64 can count";
+  const bool empty = total == 0;
   if (!empty && !p.out) return "out must not be null";
   if (!empty && (!p.mask.data || !p.fg.data || !p.bg.data)) return "mask, fg and bg must not be null";
   return nullptr;

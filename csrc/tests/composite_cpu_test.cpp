@@ -37,6 +37,18 @@ int main() {
   } catch (const std::invalid_argument& e) {
     if (!std::strstr(e.what(), "mask")) ++failed, std::fprintf(stderr, "FAIL: message %s\n", e.what());
   }
+  // sizes whose product overflows int64 (reachable through broadcast views) are refused, not UB
+  pycgn::CompositeParams huge;
+  const std::int64_t big = std::int64_t(1) << 40;
+  huge.mask.size[0] = huge.fg.size[0] = huge.bg.size[0] = big;
+  huge.mask.size[1] = 1, huge.fg.size[1] = huge.bg.size[1] = 3;
+  huge.mask.size[2] = huge.mask.size[3] = big;
+  huge.fg.size[2] = huge.fg.size[3] = huge.bg.size[2] = huge.bg.size[3] = 1;
+  const char* why = pycgn::composite_check(huge);
+  if (!why || !std::strstr(why, "int64")) {
+    std::fprintf(stderr, "FAIL: sizes overflowing int64 were %s\n", why ? why : "accepted");
+    ++failed;
+  }
   std::printf("composite_cpu: %d cases, %d failed\n", total, failed);
   return failed ? 1 : 0;
 }
