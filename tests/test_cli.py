@@ -111,6 +111,7 @@ BAD_VALUE = {
     "synth": (["--model", "nosuchmodel", "--n", "4", "--out", "{tmp}/s"], "model must be one of"),
     "train": (["--variant", "colored_mnist", "--out", "{tmp}/t", "--epochs", "0"], "--epochs must be >= 1"),
     "evaluate": (["invariance", "--model", "nosuchmodel"], "model must be one of"),
+    "explore": (["--port", "70000"], "--port must be in 0..65535"),
 }
 
 

@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "synth",       # synth
     "train",       # train
     "evaluate",    # evaluate
+    "explore",     # explore
 )
 
 
