@@ -39,6 +39,10 @@ def _mechanism_args(p):
                        help=f"class of the {what}: an id, a name, a comma list (one per image) or 'random'")
 
 
+def _labels_arg(p):
+    p.add_argument("--no-labels", action="store_true", help="leave the class names off the sheet's axes")
+
+
 def _cmd_generate(args) -> int:
     check_writable(args.out)
     if args.n < 1:
@@ -57,7 +61,7 @@ def _cmd_grid(args) -> int:
                  col_classes=_classes_arg(args.col_classes), shape=_classes_arg(args.shape),
                  texture=_classes_arg(args.texture), bg=_classes_arg(args.bg), model=args.model, seed=args.seed,
                  same_noise=not args.vary_noise, backend=args.backend, device=args.device, path=args.out,
-                 scale=args.scale, truncation=args.truncation)
+                 scale=args.scale, truncation=args.truncation, labels=not args.no_labels)
     print(f"wrote {args.out}: {args.rows} down x {args.cols} across, {sheet.shape[1]}x{sheet.shape[0]} px")
     return 0
 
@@ -66,7 +70,8 @@ def _cmd_interpolate(args) -> int:
     interpolate(mechanism=args.mechanism, start=_classes_arg(args.start), end=_classes_arg(args.end),
                 steps=args.steps, rows=args.rows, shape=_classes_arg(args.shape),
                 texture=_classes_arg(args.texture), bg=_classes_arg(args.bg), model=args.model, seed=args.seed,
-                device=args.device, path=args.out, scale=args.scale, truncation=args.truncation)
+                device=args.device, path=args.out, scale=args.scale, truncation=args.truncation,
+                labels=not args.no_labels)
     print(f"wrote {args.out}: {args.mechanism} from {args.start} to {args.end} in {args.steps} steps")
     return 0
 
@@ -108,6 +113,7 @@ def register(sub) -> None:
     p.add_argument("--row-classes", default=None, help="comma list of classes down (default: all)")
     p.add_argument("--col-classes", default=None, help="comma list of classes across (default: all)")
     p.add_argument("--vary-noise", action="store_true", help="draw new latents per cell instead of sharing them")
+    _labels_arg(p)
     _mechanism_args(p)
     _add_common(p)
     p.set_defaults(func=_cmd_grid)
@@ -120,6 +126,7 @@ def register(sub) -> None:
     p.add_argument("--end", required=True, help="class at the right")
     p.add_argument("--steps", type=int, default=8, help="columns (default: 8)")
     p.add_argument("--rows", type=int, default=4, help="rows, each with its own latents (default: 4)")
+    _labels_arg(p)
     _mechanism_args(p)
     _add_common(p, backend=False)
     p.set_defaults(func=_cmd_interpolate)
