@@ -424,7 +424,10 @@ async function call(view, path, q, render) {
   showErrors();
   if (ok) await render(data);
 }
-function setImg(id, src) { const im = $(id); im.src = src; return im.decode().catch(() => {}); }
+function setImg(id, src, zoom) {
+  const im = $(id); im.src = src;
+  return im.decode().then(() => { if (zoom) im.style.width = zoom * im.naturalWidth + "px"; }).catch(() => {});
+}
 function code(view, data) { $(view + "-python").textContent = data.python; $(view + "-cli").textContent = data.cli; }
 
 function refreshImages(started) {
@@ -450,7 +453,7 @@ function refreshImages(started) {
 function refreshGrid() {
   const q = query({rows: $("rows").value, cols: $("cols").value});
   return call("grid", "/api/grid", q, async data => {
-    await setImg("grid", data.image);
+    await setImg("grid", data.image, 2);
     code("grid", data);
     $("download-grid").href = "/download/grid.png?" + q;
   });
@@ -467,7 +470,7 @@ function refreshInterpolation() {
   const q = query({mechanism: $("mechanism").value, start: $("start").value, end: $("end").value,
                    steps: $("steps").value});
   return call("interpolation", "/api/interpolate", q, async data => {
-    await setImg("interpolation", data.image);
+    await setImg("interpolation", data.image, 2);
     strip = {image: $("interpolation"), cell: data.cell, pad: data.pad, top: data.top};
     $("alpha").max = data.steps - 1;
     showAlpha();
