@@ -97,7 +97,16 @@ class Form:
         v = self.text(name)
         if v.lower() in ("", "random", "none"):
             return None
-        return int(v) if v.isdigit() else v
+        return _class(v)
+
+    def classes(self, name):
+        """A comma list of classes ('' = every class) -> a list, or None."""
+        return [_class(c.strip()) for c in self.text(name).split(",") if c.strip()] or None
+
+
+def _class(text: str):
+    """'7' -> 7 (as the Python call will show it); a class name stays a name."""
+    return int(text) if text.isascii() and text.isdigit() else text
 
 
 def _python_args(**kwargs) -> str:
@@ -138,8 +147,9 @@ class Explorer:
                 "max_n": MAX_N, "max_steps": MAX_STEPS}
 
     def model(self, form: Form) -> dict:
+        from .runtime import available_backends
         name, gen = self.generator(form)
-        backends = self.index(form)["backends"] if gen.kind == "mnist_cgn" else ["torch"]
+        backends = available_backends() if gen.kind == "mnist_cgn" else ["torch"]
         return {"model": name, "class_names": list(gen.class_names), "backends": backends, "kind": gen.kind}
 
     def _common(self, form: Form, backend=True):
@@ -197,20 +207,18 @@ class Explorer:
         if rows == cols:
             raise BadRequest(f"rows and cols must be different mechanisms, both are {rows!r}")
         k = len(gen.class_names)
-        row_classes = [c for c in form.text("row_classes").split(",") if c.strip()] or None
-        col_classes = [c for c in form.text("col_classes").split(",") if c.strip()] or None
+        row_classes, col_classes = form.classes("row_classes"), form.classes("col_classes")
         cells = len(row_classes or range(k)) * len(col_classes or range(k))
         if cells > MAX_CELLS:
-            raise BadRequest(f"the grid would have {cells} cells, at most {MAX_CELLS}: give row_classes and "
-                             "col_classes")
+            raise BadRequest(f"the grid would have {cells} cells, at most {MAX_CELLS}: list fewer classes down "
+                             "and across")
         others = {m: c for m, c in classes.items() if m not in (rows, cols)}
-        ints = (lambda cs: None if cs is None else [int(c) if c.strip().isdigit() else c.strip() for c in cs])
-        kwargs = dict(rows=rows, cols=cols, row_classes=ints(row_classes), col_classes=ints(col_classes), **others,
+        kwargs = dict(rows=rows, cols=cols, row_classes=row_classes, col_classes=col_classes, **others,
                       model=name, seed=seed, backend=backend, device=self._device_arg())
         sheet = grid(**kwargs)
-        listed = (lambda cs: None if cs is None else ",".join(map(str, cs)))
-        cli = ["pycgn", "grid", *_cli_args(model=name, rows=rows, cols=cols, row_classes=listed(kwargs["row_classes"]),
-                                           col_classes=listed(kwargs["col_classes"]), **others, seed=seed,
+        listed = {k: ",".join(map(str, v)) if v else None for k, v in
+                  (("row_classes", row_classes), ("col_classes", col_classes))}
+        cli = ["pycgn", "grid", *_cli_args(model=name, rows=rows, cols=cols, **listed, **others, seed=seed,
                                            backend=backend, device=self._device_arg()),
                "--scale", "1", "-o", "grid.png"]
         return sheet, {"python": f"import pycgn\nsheet = pycgn.grid({_python_args(**kwargs)}, path='grid.png')",
@@ -377,6 +385,8 @@ h2{font-size:1.1em}
 </section>
 <section><h2>Grid</h2>
 <label>down <select id="rows"></select></label><label>across <select id="cols"></select></label>
+<label>classes down <input id="row_classes" size="12" placeholder="all"></label>
+<label>across <input id="col_classes" size="12" placeholder="all"></label>
 <div><img id="grid" alt="grid"></div>
 <pre id="grid-python"></pre><pre id="grid-cli"></pre>
 <a id="download-grid" download="grid.png">download PNG</a>
@@ -451,7 +461,8 @@ function refreshImages(started) {
   });
 }
 function refreshGrid() {
-  const q = query({rows: $("rows").value, cols: $("cols").value});
+  const q = query({rows: $("rows").value, cols: $("cols").value, row_classes: $("row_classes").value,
+                   col_classes: $("col_classes").value});
   return call("grid", "/api/grid", q, async data => {
     await setImg("grid", data.image, 2);
     code("grid", data);
@@ -509,7 +520,7 @@ async function init() {
   $("cols").value = "bg";
   $("model").onchange = loadModel;
   for (const id of ["shape", "texture", "bg", "seed", "n", "backend"]) $(id).onchange = () => { selected = 0; refreshAll(); };
-  $("rows").onchange = $("cols").onchange = refreshGrid;
+  for (const id of ["rows", "cols", "row_classes", "col_classes"]) $(id).onchange = refreshGrid;
   for (const id of ["mechanism", "start", "end", "steps"]) $(id).onchange = refreshInterpolation;
   $("alpha").oninput = showAlpha;
   await loadModel();

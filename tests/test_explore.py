@@ -124,11 +124,12 @@ def test_downloads_png_and_npz(server, tmp_path):
 
 
 def test_grid_and_interpolation_match_their_code(server, tmp_path, monkeypatch):
-    status, data = api(server, "grid", model=MODEL, rows="texture", cols="bg", shape=4, seed=3, backend="torch")
+    status, data = api(server, "grid", model=MODEL, rows="texture", cols="bg", shape=4, seed=3, backend="torch",
+                       row_classes="2, 5,7", col_classes="")
     assert status == 200, data
     sheet = decode(data["image"])
-    plain = pycgn.grid(rows="texture", cols="bg", shape=4, seed=3, model=MODEL, backend="torch", device="cpu",
-                       labels=False)
+    plain = pycgn.grid(rows="texture", cols="bg", row_classes=[2, 5, 7], shape=4, seed=3, model=MODEL,
+                       backend="torch", device="cpu", labels=False)
     assert sheet.shape[0] > plain.shape[0] and sheet.shape[1] > plain.shape[1], "no labels on the axes"
     run_python(data["python"], tmp_path, monkeypatch)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "grid.png")), sheet)
@@ -165,6 +166,8 @@ def test_model_lists_class_names_and_listed_checkpoints(server, checkpoint):
     ("images", {"n": "4", "index": "4"}, "index must be in 0..3"),
     ("grid", {"rows": "bg", "cols": "bg"}, "rows and cols must be different"),
     ("grid", {"rows": "nope"}, "rows must be one of"),
+    ("grid", {"row_classes": ",".join(["1"] * 30)}, "the grid would have 300 cells"),
+    ("grid", {"row_classes": "1,x"}, "unknown class 'x'"),
     ("interpolate", {"start": "random", "end": "3"}, "start and end must be classes"),
     ("interpolate", {"start": "1", "end": "3", "steps": "1"}, "steps must be in 2.."),
 ])
