@@ -58,9 +58,13 @@ def save_png(array: np.ndarray, path) -> Path:
 LABEL_MARGIN = 3  # px of white around label text
 
 
-def _font():
+def _font(cell_height: int):
+    """Pillow's own font (nothing to download), a little larger on large cells (--scale 4: 128 px)."""
     from PIL import ImageFont
-    return ImageFont.load_default()  # ships with Pillow: nothing to download
+    try:
+        return ImageFont.load_default(size=max(10, round(cell_height / 8)))
+    except (TypeError, ImportError):  # Pillow < 10.1, or without FreeType: the fixed-size bitmap font
+        return ImageFont.load_default()
 
 
 def _fit(font, text: str, width: float) -> str:
@@ -80,8 +84,8 @@ def label_axes(sheet: np.ndarray, cell: tuple[int, int], pad: int, col_names=(),
     ``row_title`` (which sits on the column names' line, like a table's header). The sheet itself is
     unchanged in the bottom-right corner of the result."""
     from PIL import Image, ImageDraw
-    font = _font()
     h, w = cell
+    font = _font(h)
     x0, y0, x1, y1 = font.getbbox("Ag")  # the line's height, whatever the letters
     line = y1 - y0 + 2 * LABEL_MARGIN
     lines = int(bool(col_title)) + int(any(col_names) or bool(row_title))
