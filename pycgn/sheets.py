@@ -1,5 +1,8 @@
 """Sheets of images: ``tile``, ``grid`` (one mechanism down, another across), ``interpolate``
-(one mechanism's class blended), and image files (PNG, JPEG...) written atomically."""
+(one mechanism's class blended), class-name labels on their axes, and image files (PNG, JPEG...)
+written atomically.
+
+``tile`` stays label-free: it is the plain layout that the C++ pipeline's PNG grid is compared with."""
 from __future__ import annotations
 
 import os
@@ -88,6 +91,64 @@ def save_image(array: np.ndarray, path) -> Path:
     return path
 
 
+LABEL_MARGIN = 3  # px of white around label text
+
+
+def _font(cell_height: int):
+    """Pillow's own font (nothing to download), a little larger on large cells (--scale 4: 128 px)."""
+    from PIL import ImageFont
+    try:
+        return ImageFont.load_default(size=max(10, round(cell_height / 8)))
+    except (TypeError, ImportError):  # Pillow < 10.1, or without FreeType: the fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def _fit(font, text: str, width: float) -> str:
+    """``text`` cut (with "..") to at most ``width`` pixels: long names must not run into the next column."""
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "..") > width:
+        text = text[:-1]
+    return text + ".." if text else ""
+
+
+def label_axes(sheet: np.ndarray, cell: tuple[int, int], pad: int, col_names=(), row_names=(),
+               col_title: str = "", row_title: str = "") -> np.ndarray:
+    """``sheet`` (a ``tile`` of (h, w) cells) with names above its columns and left of its rows.
+
+    Above: ``col_title`` over the columns, then one name per column; left: one name per row, under
+    ``row_title`` (which sits on the column names' line, like a table's header). The sheet itself is
+    unchanged in the bottom-right corner of the result."""
+    from PIL import Image, ImageDraw
+    h, w = cell
+    font = _font(h)
+    x0, y0, x1, y1 = font.getbbox("Ag")  # the line's height, whatever the letters
+    line = y1 - y0 + 2 * LABEL_MARGIN
+    lines = int(bool(col_title)) + int(any(col_names) or bool(row_title))
+    left = 0
+    if any(row_names) or row_title:
+        left = int(max(font.getlength(str(t)) for t in (*row_names, row_title))) + 2 * LABEL_MARGIN
+    top = lines * line
+    sh, sw = sheet.shape[:2]
+    image = Image.new("RGB", (left + sw, top + sh), (255, 255, 255))
+    image.paste(Image.fromarray(sheet), (left, top))
+    draw = ImageDraw.Draw(image)
+
+    def put(text, x, y, anchor):
+        draw.text((x, y), text, fill=(0, 0, 0), font=font, anchor=anchor)
+
+    if col_title:
+        put(_fit(font, col_title, sw), left + sw / 2, line / 2, "mm")
+    names_y = top - line / 2
+    for c, name in enumerate(col_names):
+        put(_fit(font, str(name), w + pad), left + pad + c * (w + pad) + w / 2, names_y, "mm")
+    if row_title:
+        put(row_title, left - LABEL_MARGIN, names_y, "rm")
+    for r, name in enumerate(row_names):
+        put(str(name), left - LABEL_MARGIN, top + pad + r * (h + pad) + h / 2, "rm")
+    return np.asarray(image)
+
+
 def _listed(classes) -> list:
     """One class (an id or a name such as "42") or a sequence of them, as a list."""
     return [classes] if isinstance(classes, (str, int, np.integer)) else list(classes)
@@ -95,12 +156,13 @@ def _listed(classes) -> list:
 
 def grid(rows: str = "shape", cols: str = "bg", row_classes=None, col_classes=None, shape=None, texture=None,
          bg=None, model="colored_mnist", seed: int = 0, same_noise: bool = True, backend="auto", device="auto",
-         path=None, pad: int = 2, scale: int = 1, truncation: float | None = None) -> np.ndarray:
+         path=None, pad: int = 2, scale: int = 1, truncation: float | None = None, labels: bool = True) -> np.ndarray:
     """A table of images: mechanism ``rows`` takes each of ``row_classes`` down the rows, ``cols``
     each of ``col_classes`` across; the third mechanism takes its argument (None = random).
 
     With ``same_noise`` every cell shares the latents and crop offsets of sample 0, so only the
-    classes change across the table (the paper's figures). Returns the sheet; writes a PNG to ``path``.
+    classes change across the table (the paper's figures). ``labels``: class names on the axes.
+    Returns the sheet; writes a PNG to ``path``.
     """
     for name, mech in (("rows", rows), ("cols", cols)):
         if mech not in MECHANISMS:
@@ -122,7 +184,12 @@ def grid(rows: str = "shape", cols: str = "bg", row_classes=None, col_classes=No
     classes = {m: gen.class_ids(m, v, n) for m, v in fixed.items()}
     sampler = gen.sampler(seed)
     draw = sampler.draw([0] * n if same_noise else range(n), **classes)
-    sheet = tile(gen.images(draw), cols=len(cc), pad=pad, scale=scale)
+    images = gen.images(draw)
+    sheet = tile(images, cols=len(cc), pad=pad, scale=scale)
+    if labels:
+        cell = (images.shape[1] * scale, images.shape[2] * scale)
+        sheet = label_axes(sheet, cell, pad, [_class_name(gen, c) for c in cc],
+                           [_class_name(gen, r) for r in rc], col_title=cols, row_title=rows)
     if path is not None:
         save_image(sheet, path)
     return sheet
@@ -130,9 +197,10 @@ def grid(rows: str = "shape", cols: str = "bg", row_classes=None, col_classes=No
 
 def interpolate(mechanism: str = "shape", start=0, end=1, steps: int = 8, rows: int = 4, shape=None,
                 texture=None, bg=None, model="colored_mnist", seed: int = 0, device="auto", path=None,
-                pad: int = 2, scale: int = 1, truncation: float | None = None) -> np.ndarray:
+                pad: int = 2, scale: int = 1, truncation: float | None = None, labels: bool = True) -> np.ndarray:
     """An interpolation sheet: one mechanism's class embedding moves from ``start`` to ``end`` in
     ``steps`` columns; each of ``rows`` rows keeps its own latents, offsets and other classes.
+    ``labels``: the two class names above the first and last columns.
     Returns the sheet; writes a PNG to ``path``."""
     if mechanism not in MECHANISMS:
         raise ValueError(f"mechanism must be one of {', '.join(MECHANISMS)}, got {mechanism!r}")
@@ -157,10 +225,25 @@ def interpolate(mechanism: str = "shape", start=0, end=1, steps: int = 8, rows: 
     alphas = torch.linspace(0, 1, steps, device=gen.device)
     if gen.kind == "imagenet_cgn":
         images = _interpolate_class_vectors(m, draw, mechanism, a, b, alphas, rows, steps)
-        sheet = tile(images, cols=steps, pad=pad, scale=scale)
-        if path is not None:
-            save_image(sheet, path)
-        return sheet
+    else:
+        images = _interpolate_embeddings(m, draw, mechanism, a, b, alphas, rows, steps)
+    sheet = tile(images, cols=steps, pad=pad, scale=scale)
+    if labels:
+        cell = (images.shape[1] * scale, images.shape[2] * scale)
+        names = [_class_name(gen, a), *[""] * (steps - 2), _class_name(gen, b)]
+        sheet = label_axes(sheet, cell, pad, names, col_title=mechanism)
+    if path is not None:
+        save_image(sheet, path)
+    return sheet
+
+
+def _class_name(gen, class_id: int) -> str:
+    """A class's name for a label (ImageNet's "goldfish, Carassius auratus" -> "goldfish")."""
+    return gen.class_names[class_id].split(",")[0]
+
+
+def _interpolate_embeddings(m, draw, mechanism, a, b, alphas, rows, steps):
+    """The MNIST CGNs: one mechanism's class embedding blended, everything else fixed per row."""
     emb = m.label_emb.weight.detach()
     nets = {"shape": m.f_shape, "texture": m.f_text1, "bg": m.f_text2}
     us = {"shape": draw.u_shape, "texture": draw.u_texture, "bg": draw.u_bg}
@@ -177,11 +260,7 @@ def interpolate(mechanism: str = "shape", start=0, end=1, steps: int = 8, rows: 
             outs[mech] = net(torch.cat([u, e], 1))
         fo = draw.fg_offset.repeat_interleave(steps, 0)
         bo = draw.bg_offset.repeat_interleave(steps, 0)
-        images = _composite(outs["shape"], outs["texture"], outs["bg"], fo, bo, "uint8", "NHWC")
-    sheet = tile(images, cols=steps, pad=pad, scale=scale)
-    if path is not None:
-        save_image(sheet, path)
-    return sheet
+        return _composite(outs["shape"], outs["texture"], outs["bg"], fo, bo, "uint8", "NHWC")
 
 
 def _interpolate_class_vectors(model, draw, mechanism, a, b, alphas, rows, steps):

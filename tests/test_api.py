@@ -150,10 +150,14 @@ def test_bad_model_and_device():
 def test_grid_table(model_path, tmp_path):
     out = tmp_path / "grid.png"
     sheet = pycgn.grid(rows="shape", cols="bg", row_classes=[1, 2, 3], col_classes=[4, 5], texture=6,
-                       model=model_path, seed=0, path=out, pad=2, scale=1)
+                       model=model_path, seed=0, path=out, pad=2, scale=1, labels=False)
     assert sheet.shape == (3 * 34 + 2, 2 * 34 + 2, 3)
     png = np.asarray(Image.open(out))
     assert np.array_equal(png, sheet)
+    labelled = pycgn.grid(rows="shape", cols="bg", row_classes=[1, 2, 3], col_classes=[4, 5], texture=6,
+                          model=model_path, seed=0, path=out, pad=2, scale=1)
+    assert np.array_equal(np.asarray(Image.open(out)), labelled)
+    _assert_labelled(labelled, sheet, left=True)
     # cell (row 2, col 1) is shape 3 on background 5 with texture 6
     one = pycgn.Generator(model_path, backend="torch", device="cpu")
     cell = one.images(one.sampler(0).draw([0], shape=3, texture=6, bg=5))[0].numpy()
@@ -162,11 +166,24 @@ def test_grid_table(model_path, tmp_path):
         pycgn.grid(rows="bg", cols="bg", model=model_path)
 
 
+def _assert_labelled(labelled, plain, left):
+    """``labelled`` is ``plain`` with text above it (and left of it if ``left``), nothing else changed."""
+    top, width = labelled.shape[0] - plain.shape[0], labelled.shape[1] - plain.shape[1]
+    assert top > 0 and (width > 0) == left, (labelled.shape, plain.shape)
+    assert np.array_equal(labelled[top:, width:], plain)
+    assert (labelled[:top] < 128).any(), "no text above the sheet"
+    if left:
+        assert (labelled[top:, :width] < 128).any(), "no text left of the sheet"
+
+
 def test_interpolation_sheet(model_path, tmp_path):
     out = tmp_path / "interp.png"
     sheet = pycgn.interpolate("texture", start=1, end=8, steps=5, rows=2, shape=3, model=model_path, path=out,
-                              scale=1, device="cpu")
+                              scale=1, device="cpu", labels=False)
     assert sheet.shape == (2 * 34 + 2, 5 * 34 + 2, 3) and out.is_file()
+    labelled = pycgn.interpolate("texture", start=1, end=8, steps=5, rows=2, shape=3, model=model_path, scale=1,
+                                 device="cpu")
+    _assert_labelled(labelled, sheet, left=False)
     first = pycgn.Generator(model_path, backend="torch", device="cpu")
     ends = first.images(first.sampler(0).draw(range(2), shape=3, texture=[1, 1]))
     left = sheet[2:34, 2:34]

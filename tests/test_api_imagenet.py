@@ -68,10 +68,13 @@ def test_errors(cgn_path):
 
 def test_grid_and_interpolation(cgn_path, tmp_path):
     sheet = pycgn.grid(rows="shape", cols="bg", row_classes=[1, 2], col_classes=[3, 4, 5], model=cgn_path,
-                       path=tmp_path / "g.png", pad=1)
+                       path=tmp_path / "g.png", pad=1, labels=False)
     assert sheet.shape == (2 * 17 + 1, 3 * 17 + 1, 3)
+    labelled = pycgn.grid(rows="shape", cols="bg", row_classes=[1, 2], col_classes=[3, 4, 5], model=cgn_path, pad=1)
+    top, left = labelled.shape[0] - sheet.shape[0], labelled.shape[1] - sheet.shape[1]
+    assert top > 0 and left > 0 and np.array_equal(labelled[top:, left:], sheet)  # ImageNet names, cut to fit
     sheet = pycgn.interpolate("texture", start="goldfish", end=980, steps=4, rows=2, model=cgn_path, pad=1,
-                              device="cpu")
+                              device="cpu", labels=False)
     assert sheet.shape == (2 * 17 + 1, 4 * 17 + 1, 3)
     # the left column is the plain image of the start class
     gen = pycgn.Generator(cgn_path, backend="torch", device="cpu")

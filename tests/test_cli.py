@@ -35,14 +35,21 @@ def test_generate_writes_grid_png(model_path, tmp_path):
 
 
 def test_grid_and_interpolate_and_info(model_path, tmp_path):
-    r = run("grid", "--model", model_path, "--rows", "texture", "--cols", "shape", "--row-classes", "1,2",
-            "--scale", "1", "-o", tmp_path / "g.png")
-    assert r.returncode == 0, r.stderr
-    assert np.asarray(Image.open(tmp_path / "g.png")).shape == (2 * 34 + 2, 10 * 34 + 2, 3)
-    r = run("interpolate", "--model", model_path, "--start", "0", "--end", "9", "--steps", "3", "--rows", "1",
-            "--scale", "1", "-o", tmp_path / "i.png")
-    assert r.returncode == 0, r.stderr
-    assert np.asarray(Image.open(tmp_path / "i.png")).shape == (36, 3 * 34 + 2, 3)
+    for labels in ([], ["--no-labels"]):
+        r = run("grid", "--model", model_path, "--rows", "texture", "--cols", "shape", "--row-classes", "1,2",
+                "--scale", "1", *labels, "-o", tmp_path / f"g{len(labels)}.png")
+        assert r.returncode == 0, r.stderr
+        r = run("interpolate", "--model", model_path, "--start", "0", "--end", "9", "--steps", "3", "--rows", "1",
+                "--scale", "1", *labels, "-o", tmp_path / f"i{len(labels)}.png")
+        assert r.returncode == 0, r.stderr
+    grid, plain = (np.asarray(Image.open(tmp_path / f"g{k}.png")) for k in (0, 1))
+    assert plain.shape == (2 * 34 + 2, 10 * 34 + 2, 3)
+    top, left = grid.shape[0] - plain.shape[0], grid.shape[1] - plain.shape[1]
+    assert top > 0 and left > 0 and np.array_equal(grid[top:, left:], plain)  # class names above and left
+    interp, plain = (np.asarray(Image.open(tmp_path / f"i{k}.png")) for k in (0, 1))
+    assert plain.shape == (36, 3 * 34 + 2, 3)
+    top = interp.shape[0] - plain.shape[0]
+    assert top > 0 and interp.shape[1] == plain.shape[1] and np.array_equal(interp[top:], plain)
     r = run("info")
     assert r.returncode == 0 and "backends:" in r.stdout and "torch-bf16" in r.stdout
     assert "CPU bfloat16: " in r.stdout
@@ -112,6 +119,7 @@ BAD_VALUE = {
     "train": (["--variant", "colored_mnist", "--out", "{tmp}/t", "--epochs", "0"], "--epochs must be >= 1"),
     "evaluate": (["invariance", "--model", "nosuchmodel"], "model must be one of"),
     "cache": (["--clear", "now"], "unrecognized arguments"),
+    "explore": (["--port", "70000"], "--port must be in 0..65535"),
 }
 
 

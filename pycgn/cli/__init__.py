@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "train",       # train
     "evaluate",    # evaluate
     "cache",       # cache
+    "explore",     # explore
 )
 
 

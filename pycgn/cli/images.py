@@ -41,6 +41,9 @@ def _mechanism_args(p):
                        help=f"class of the {what}: an id, a name, a comma list (one per image) or 'random'")
 
 
+NO_LABELS = (["--no-labels"], dict(action="store_true", help="leave the class names off the sheet's axes"))
+
+
 def _cmd_generate(args) -> int:
     check_writable(args.out)
     if args.n < 1:
@@ -59,7 +62,7 @@ def _cmd_grid(args) -> int:
                  col_classes=_classes_arg(args.col_classes), shape=_classes_arg(args.shape),
                  texture=_classes_arg(args.texture), bg=_classes_arg(args.bg), model=args.model, seed=args.seed,
                  same_noise=not args.vary_noise, backend=args.backend, device=args.device, path=args.out,
-                 scale=args.scale, truncation=args.truncation)
+                 scale=args.scale, truncation=args.truncation, labels=not args.no_labels)
     print(f"wrote {args.out}: {args.rows} down x {args.cols} across, {sheet.shape[1]}x{sheet.shape[0]} px")
     return 0
 
@@ -68,7 +71,8 @@ def _cmd_interpolate(args) -> int:
     interpolate(mechanism=args.mechanism, start=_classes_arg(args.start), end=_classes_arg(args.end),
                 steps=args.steps, rows=args.rows, shape=_classes_arg(args.shape),
                 texture=_classes_arg(args.texture), bg=_classes_arg(args.bg), model=args.model, seed=args.seed,
-                device=args.device, path=args.out, scale=args.scale, truncation=args.truncation)
+                device=args.device, path=args.out, scale=args.scale, truncation=args.truncation,
+                labels=not args.no_labels)
     print(f"wrote {args.out}: {args.mechanism} from {args.start} to {args.end} in {args.steps} steps")
     return 0
 
@@ -128,7 +132,8 @@ def register(sub) -> None:
          (["--cols"], dict(default="bg", choices=MECHANISMS, help="mechanism that varies across (default: bg)")),
          (["--row-classes"], dict(default=None, help="comma list of classes down (default: all)")),
          (["--col-classes"], dict(default=None, help="comma list of classes across (default: all)")),
-         (["--vary-noise"], dict(action="store_true", help="draw new latents per cell instead of sharing them"))])
+         (["--vary-noise"], dict(action="store_true", help="draw new latents per cell instead of sharing them")),
+         NO_LABELS])
     # no --backend: interpolation blends class embeddings inside the nets, which only eager torch can do
     _image_command(
         sub, "interpolate", _cmd_interpolate, "an interpolation sheet between two classes of one mechanism",
@@ -139,7 +144,8 @@ def register(sub) -> None:
          (["--start"], dict(required=True, help="class at the left")),
          (["--end"], dict(required=True, help="class at the right")),
          (["--steps"], dict(type=int, default=8, help="columns (default: 8)")),
-         (["--rows"], dict(type=int, default=4, help="rows, each with its own latents (default: 4)"))],
+         (["--rows"], dict(type=int, default=4, help="rows, each with its own latents (default: 4)")),
+         NO_LABELS],
         backend=False)
 
     p = sub.add_parser("info", help="models, backends, kernels and versions of this install",
