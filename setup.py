@@ -53,7 +53,7 @@ def extensions():
 setup(
     version=_version(),
     packages=find_packages(include=["pycgn", "pycgn.*"]),
-    package_data={"pycgn": ["weights/*.pt", "weights/*.md", "weights/*.json", "models/*.txt"]},
+    package_data={"pycgn": ["weights/*.pt", "weights/*.md", "weights/*.json", "models/*.txt", "explore.html"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},

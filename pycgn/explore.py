@@ -14,13 +14,13 @@ from __future__ import annotations
 import base64
 import io
 import json
-import math
 import shlex
 import sys
 import threading
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 
@@ -35,6 +35,9 @@ MAX_CELLS = 256    # grid cells
 MAX_STEPS = 32     # interpolation columns
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
+
+# The page: plain HTML and JavaScript, nothing loaded from elsewhere (it works offline).
+PAGE = (Path(__file__).parent / "explore.html").read_bytes()
 
 class BadRequest(ValueError):
     """A form value the page sent is wrong: shown on the page in one line."""
@@ -307,7 +310,7 @@ class Handler(BaseHTTPRequestHandler):
             if not self._local_host_header():
                 raise BadRequest("this server answers only requests addressed to 127.0.0.1 or localhost")
             if url.path == "/":
-                return self._send(200, PAGE.encode(), "text/html; charset=utf-8")
+                return self._send(200, PAGE, "text/html; charset=utf-8")
             if url.path.startswith("/api/") and url.path[5:] in self.API:
                 return self._json(200, getattr(self.explorer, url.path[5:])(form))
             if url.path.startswith("/download/"):
@@ -345,188 +348,3 @@ def make_server(models=(), host: str = "127.0.0.1", port: int = 7860, device: st
 def url_of(server) -> str:
     host, port = server.server_address[:2]
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
-
-
-# The page: plain HTML and JavaScript, nothing loaded from elsewhere (it works offline).
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>pycgn explore</title>
-<style>
-body{font-family:sans-serif;margin:1em 2em;max-width:1100px}
-img,canvas{image-rendering:pixelated}
-#images img{width:64px;height:64px;margin:1px;cursor:pointer;border:2px solid transparent}
-#images img.selected{border-color:#c22}
-#parts figure{display:inline-block;margin:0 1em 0 0;text-align:center}
-#parts img{width:128px;height:128px;border:1px solid #ccc}
-#error{color:#b00;font-weight:bold;min-height:1.3em}
-pre{background:#f3f3f3;padding:.4em;white-space:pre-wrap;word-break:break-all;font-size:12px}
-label{margin-right:.8em;white-space:nowrap}
-section{margin-top:1em;border-top:1px solid #ddd}
-h2{font-size:1.1em}
-</style></head><body>
-<h1>pycgn explore</h1>
-<form id="form" onsubmit="return false">
-<label>model <select id="model"></select></label>
-<label>shape <select id="shape" class="cls"></select></label>
-<label>texture <select id="texture" class="cls"></select></label>
-<label>background <select id="bg" class="cls"></select></label>
-<label>seed <input id="seed" value="0" size="10"></label>
-<label>n <input id="n" value="16" size="4"></label>
-<label>backend <select id="backend"></select></label>
-</form>
-<div id="error" role="alert"></div>
-<section><h2>Images <small>(click one for its parts)</small></h2>
-<div id="images"></div>
-<div id="parts"><figure><img id="part-mask" alt="mask"><figcaption>mask</figcaption></figure><figure><img
- id="part-foreground" alt="foreground"><figcaption>foreground</figcaption></figure><figure><img
- id="part-background" alt="background"><figcaption>background</figcaption></figure></div>
-<pre id="images-python"></pre><pre id="images-cli"></pre>
-<a id="download-png" download="images.png">download PNG</a> &middot;
-<a id="download-npz" download="parts.npz">download npz (images and parts)</a>
-</section>
-<section><h2>Grid</h2>
-<label>down <select id="rows"></select></label><label>across <select id="cols"></select></label>
-<label>classes down <input id="row_classes" size="12" placeholder="all"></label>
-<label>across <input id="col_classes" size="12" placeholder="all"></label>
-<div><img id="grid" alt="grid"></div>
-<pre id="grid-python"></pre><pre id="grid-cli"></pre>
-<a id="download-grid" download="grid.png">download PNG</a>
-</section>
-<section><h2>Interpolation</h2>
-<label>mechanism <select id="mechanism"></select></label>
-<label>from <select id="start"></select></label><label>to <select id="end"></select></label>
-<label>steps <input id="steps" value="9" size="3"></label>
-<div><input type="range" id="alpha" min="0" max="8" value="0"> <span id="alpha-value"></span></div>
-<canvas id="alpha-view" width="128" height="128"></canvas>
-<div><img id="interpolation" alt="interpolation"></div>
-<pre id="interpolation-python"></pre><pre id="interpolation-cli"></pre>
-<a id="download-interpolation" download="interpolation.png">download PNG</a>
-</section>
-<script>
-"use strict";
-const $ = id => document.getElementById(id);
-const MAIN = ["model", "shape", "texture", "bg", "seed", "n", "backend"];
-const latest = {};  // per view, the number of its latest request: older answers are dropped
-const failed = {};
-let selected = 0, strip = null;
-
-function query(extra) {
-  const p = new URLSearchParams();
-  for (const id of MAIN) p.set(id, $(id).value);
-  for (const [k, v] of Object.entries(extra || {})) p.set(k, v);
-  return p.toString();
-}
-function showErrors() {
-  $("error").textContent = Object.values(failed).filter(Boolean).join("; ");
-}
-async function call(view, path, q, render) {
-  const mine = latest[view] = (latest[view] || 0) + 1;
-  const body = document.body.dataset;
-  body.pending = +(body.pending || 0) + 1;
-  let data, ok = false;
-  try {
-    const r = await fetch(path + "?" + q);
-    data = await r.json();
-    ok = r.ok;
-  } catch (e) { data = {error: "the server did not answer (" + e + ")"}; }
-  finally { body.pending = +body.pending - 1; }
-  if (mine !== latest[view]) return;
-  failed[view] = ok ? "" : data.error;
-  showErrors();
-  if (ok) await render(data);
-}
-function setImg(id, src, zoom) {
-  const im = $(id); im.src = src;
-  return im.decode().then(() => { if (zoom) im.style.width = zoom * im.naturalWidth + "px"; }).catch(() => {});
-}
-function code(view, data) { $(view + "-python").textContent = data.python; $(view + "-cli").textContent = data.cli; }
-
-function refreshImages(started) {
-  const q = query({index: selected});
-  return call("images", "/api/images", q, async data => {
-    const box = $("images");
-    box.replaceChildren(...data.images.map((src, i) => {
-      const im = document.createElement("img");
-      im.src = src; im.alt = "image " + i;
-      if (i === data.index) im.className = "selected";
-      im.onclick = () => { selected = i; refreshImages(performance.now()); };
-      return im;
-    }));
-    await Promise.all([...box.querySelectorAll("img")].map(im => im.decode().catch(() => {})).concat(
-      ["mask", "foreground", "background"].map(k => setImg("part-" + k, data.parts[k]))));
-    code("images", data);
-    $("download-png").href = "/download/images.png?" + q;
-    $("download-npz").href = "/download/parts.npz?" + q;
-    if (started !== undefined) document.body.dataset.imagesMs = (performance.now() - started).toFixed(1);
-    document.body.dataset.imagesDone = (+(document.body.dataset.imagesDone || 0) + 1).toString();
-  });
-}
-function refreshGrid() {
-  const q = query({rows: $("rows").value, cols: $("cols").value, row_classes: $("row_classes").value,
-                   col_classes: $("col_classes").value});
-  return call("grid", "/api/grid", q, async data => {
-    await setImg("grid", data.image, 2);
-    code("grid", data);
-    $("download-grid").href = "/download/grid.png?" + q;
-  });
-}
-function showAlpha() {
-  const k = +$("alpha").value, steps = +$("alpha").max + 1;
-  $("alpha-value").textContent = "alpha " + (k / Math.max(1, steps - 1)).toFixed(3);
-  if (!strip) return;
-  const c = $("alpha-view").getContext("2d");
-  c.imageSmoothingEnabled = false;
-  c.drawImage(strip.image, strip.pad + k * (strip.cell + strip.pad), strip.top + strip.pad, strip.cell, strip.cell, 0, 0, 128, 128);
-}
-function refreshInterpolation() {
-  const q = query({mechanism: $("mechanism").value, start: $("start").value, end: $("end").value,
-                   steps: $("steps").value});
-  return call("interpolation", "/api/interpolate", q, async data => {
-    await setImg("interpolation", data.image, 2);
-    strip = {image: $("interpolation"), cell: data.cell, pad: data.pad, top: data.top};
-    $("alpha").max = data.steps - 1;
-    showAlpha();
-    code("interpolation", data);
-    $("download-interpolation").href = "/download/interpolation.png?" + q;
-  });
-}
-async function refreshAll() {
-  // the images first: the grid and interpolation would share the server's CPU with them
-  await refreshImages(performance.now());
-  await Promise.all([refreshGrid(), refreshInterpolation()]);
-}
-function options(select, items, keep) {
-  const old = select.value;
-  select.replaceChildren(...items.map(([value, text]) => new Option(text, value)));
-  if (keep && items.some(([v]) => v === old)) select.value = old;
-}
-async function loadModel() {
-  await call("model", "/api/model", query(), async data => {
-    const names = data.class_names.map((name, i) => [String(i), name === String(i) ? name : i + ": " + name]);
-    for (const id of ["shape", "texture", "bg"]) options($(id), [["random", "random"], ...names], true);
-    options($("start"), names, true);
-    options($("end"), names, true);
-    if ($("start").value === $("end").value && names.length > 1) $("end").value = names[names.length - 1][0];
-    options($("backend"), data.backends.map(b => [b, b]), true);
-  });
-  selected = 0;
-  await refreshAll();
-}
-async function init() {
-  const r = await fetch("/api/index");
-  const data = await r.json();
-  options($("model"), data.models.map(m => [m, m]));
-  const mech = data.mechanisms.map(m => [m, m]);
-  options($("rows"), mech); options($("cols"), mech); options($("mechanism"), mech);
-  $("cols").value = "bg";
-  $("model").onchange = loadModel;
-  for (const id of ["shape", "texture", "bg", "seed", "n", "backend"]) $(id).onchange = () => { selected = 0; refreshAll(); };
-  for (const id of ["rows", "cols", "row_classes", "col_classes"]) $(id).onchange = refreshGrid;
-  for (const id of ["mechanism", "start", "end", "steps"]) $(id).onchange = refreshInterpolation;
-  $("alpha").oninput = showAlpha;
-  await loadModel();
-  document.body.dataset.ready = "1";
-}
-init();
-</script>
-</body></html>
-"""

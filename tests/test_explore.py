@@ -5,7 +5,6 @@ import io
 import json
 import os
 import shlex
-import shutil
 import statistics
 import sys
 import threading
@@ -94,9 +93,9 @@ def test_images_and_parts_are_pycgn_generate(server, tmp_path, monkeypatch):
     status, data = api(server, "images", model=MODEL, shape=3, texture=7, bg="random", n=6, seed=5,
                        backend="torch", index=2)
     assert status == 200, data
-    want = pycgn.generate(**args, model=MODEL, backend="torch", device="cpu", return_parts=True)
+    want = pycgn.generate(**args, model=MODEL, backend="torch", device="cpu", return_parts=True, output="torch")
     got = np.stack([decode(u) for u in data["images"]])
-    assert got.dtype == np.uint8 and np.array_equal(got, want.images)
+    assert got.dtype == np.uint8 and np.array_equal(got, want.images.numpy())
     assert data["index"] == 2
     mask = decode(data["parts"]["mask"])
     assert mask.shape == (32, 32, 3)
@@ -353,7 +352,7 @@ def test_page_in_a_browser(server, browser):
     panels = d.find_elements("css selector", "#parts img")
     assert len(panels) == 3 and all(p.get_attribute("naturalWidth") == "32" for p in panels)
     parts = pycgn.generate(shape=5, texture=9, bg=2, n=16, seed=13, model=MODEL, backend="torch", device="cpu",
-                           return_parts=True)
+                           return_parts=True, output="torch")
     mask = decode(d.find_element("id", "part-mask").get_attribute("src"))[..., 0]
     assert np.array_equal(mask, (parts.mask[3, 0].numpy() * 255).round().astype(np.uint8))
     assert "selected" in d.find_elements("css selector", "#images img")[3].get_attribute("class")
