@@ -336,22 +336,19 @@ def _tensors(graph):
     for t in graph.initializer:
         yield t
     for st in graph.sparse_initializer:
-        yield st.values
-        yield st.indices
-    for node in graph.node:
+        yield from (st.values, st.indices)
+    yield from _node_tensors(graph.node)
+
+
+def _node_tensors(nodes):
+    for node in nodes:
         for a in node.attribute:
             if a.HasField("t"):
                 yield a.t
             yield from a.tensors
-            if a.HasField("sparse_tensor"):
-                yield a.sparse_tensor.values
-                yield a.sparse_tensor.indices
-            for sp in a.sparse_tensors:
-                yield sp.values
-                yield sp.indices
-            if a.HasField("g"):
-                yield from _tensors(a.g)
-            for g in a.graphs:
+            for sp in ([a.sparse_tensor] if a.HasField("sparse_tensor") else []) + list(a.sparse_tensors):
+                yield from (sp.values, sp.indices)
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
                 yield from _tensors(g)
 
 
@@ -360,19 +357,17 @@ def _check_external_data(p: Path, proto) -> bool:
     or a link out): onnx and onnxruntime would read any file they name. True if any is external."""
     folder = p.parent.resolve()
     external = False
-    tensors = list(_tensors(proto.graph))
-    for fn in proto.functions:
-        for node in fn.node:
-            for a in node.attribute:
-                if a.HasField("t"):
-                    tensors.append(a.t)
+    tensors = [*_tensors(proto.graph), *(t for fn in proto.functions for t in _node_tensors(fn.node))]
     for t in tensors:
         if not len(t.external_data):
             continue
         external = True
         loc = next((e.value for e in t.external_data if e.key == "location"), None)
-        if (not loc or "\0" in loc or os.path.isabs(loc) or ".." in Path(loc.replace("\\", "/")).parts
-                or folder not in (folder / loc).resolve().parents):
+        try:
+            inside = folder in (folder / loc).resolve().parents if loc and "\0" not in loc else False
+        except (OSError, RuntimeError):  # a link loop
+            inside = False
+        if not inside or os.path.isabs(loc) or ".." in Path(loc.replace("\\", "/")).parts:
             raise ExportError(f"{p}: tensor {t.name!r:.80} keeps its data at {loc!r:.200}, outside the "
                               f"export folder {folder}: refused")
     return external

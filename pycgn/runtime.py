@@ -140,6 +140,8 @@ def _tmp_prefix(entry: str) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":  # os.kill(pid, 0) would end the process elsewhere: only age tells there
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -223,6 +225,7 @@ def cached_export(model: MnistCGN, fmt: str, sha: str | None = None) -> Path:
     exports = cache_dir() / "exports"
     root = exports / sha
     final = root / f"{fmt}-v{_export.FORMAT_VERSION}"
+    _clean_stale(exports)  # a listing per use: cheap, and nothing abandoned stays for long
     if final.is_dir():
         problem = _entry_problem(final, fmt, sha)
         if problem is None:
@@ -233,7 +236,6 @@ def cached_export(model: MnistCGN, fmt: str, sha: str | None = None) -> Path:
                           f"again", RuntimeWarning, stacklevel=3)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        _clean_stale(exports)
         tmp = _fresh_export(model, fmt, root, final.name)
     except OSError as e:  # a read-only home: export for this process only
         warnings.warn(f"pycgn: cannot write the export cache {root} ({e}); exporting to a temporary "

@@ -178,6 +178,9 @@ def test_damaged_biggan_gt_is_refused(tiny_gt_state, tmp_path, damage, words):
     with pytest.raises(CheckpointError, match=words) as e:
         load_imagenet_cgn(tmp_path / "cgn.pth", truncation=0.4)  # gt=False: biggan_GT is dropped
     assert "cgn.pth" in str(e.value)
+
+
+def test_sound_or_absent_biggan_gt_loads(tiny_gt_state, tmp_path):
     # a whole, sound biggan_GT, or none at all (pycgn's own gt=False files), loads
     torch.save(tiny_gt_state, tmp_path / "whole.pth")
     assert not load_imagenet_cgn(tmp_path / "whole.pth").has_gt
@@ -205,10 +208,34 @@ def test_real_biggan_file_has_exactly_the_layout():
 
 # --- 5. malformed sidecars, ONNX external data outside the folder ------------------------------
 
+def _small_onnx(mechanism: str, sha: str) -> bytes:
+    """A minimal ONNX file with everything ``check_onnx_file`` looks at (the exporter takes ~10 s a net)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    w = numpy_helper.from_array(torch.randn(32, 4).numpy(), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["u", "w"], [ex.OUTPUT_NAMES[mechanism]])], mechanism,
+        [helper.make_tensor_value_info("u", TensorProto.FLOAT, ["batch", 32]),
+         helper.make_tensor_value_info("y", TensorProto.INT64, ["batch"])],
+        [helper.make_tensor_value_info(ex.OUTPUT_NAMES[mechanism], TensorProto.FLOAT, ["batch", 4])], [w])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ex.OPSET)])
+    for k, v in (("mechanism", mechanism), ("weights_sha256", sha)):
+        proto.metadata_props.add(key=f"pycgn_{k}", value=v)
+    return proto.SerializeToString()
+
+
 @pytest.fixture(scope="module")
 def exports(mnist, tmp_path_factory):
+    """A real TorchScript export, and an ONNX export of small hand-made files with a real sidecar."""
     root = tmp_path_factory.mktemp("exports")
-    return {fmt: ex.export(mnist, root / fmt, format=fmt) for fmt in ex.FORMATS}
+    out = {"torchscript": ex.export(mnist, root / "torchscript", format="torchscript")}
+    side = ex.sidecar_for(mnist, "onnx")
+    d = out["onnx"] = root / "onnx"
+    d.mkdir()
+    for m in ex.MECHANISMS:
+        (d / side["files"][m]).write_bytes(_small_onnx(m, side["weights_sha256"]))
+    (d / ex.SIDECAR).write_text(json.dumps(side))
+    return out
 
 
 def _copy(exports, fmt, tmp_path) -> Path:
@@ -304,8 +331,21 @@ def test_onnx_external_data_inside_the_folder_loads(exports, tmp_path):
 
 # --- 6. the export cache heals itself and forgets abandoned exports ----------------------------
 
+@pytest.fixture(scope="module")
+def pristine_cache(mnist, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pristine")
+    os.environ["PYCGN_CACHE_DIR"] = str(root)
+    try:
+        rt.cached_export(mnist, "torchscript")
+    finally:
+        del os.environ["PYCGN_CACHE_DIR"]
+    return root
+
+
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
+def cache(pristine_cache, tmp_path, monkeypatch):
+    """A cache holding a good TorchScript entry of ``mnist`` (copied: one export for the module)."""
+    shutil.copytree(pristine_cache, tmp_path / "cache")
     monkeypatch.setenv("PYCGN_CACHE_DIR", str(tmp_path / "cache"))
     rt._warned.clear()
     return tmp_path / "cache"
@@ -357,8 +397,7 @@ def test_stale_temporary_folders_are_removed(mnist, cache):
         (t / "shape.onnx").write_bytes(b"half")
     two_hours_ago = time.time() - 7200
     os.utime(old, (two_hours_ago, two_hours_ago))
-    shutil.rmtree(entry)  # the next use exports, and cleans on the way
-    rt.cached_export(mnist, "torchscript")
+    assert rt.cached_export(mnist, "torchscript") == entry  # any use cleans
     assert not dead.exists() and not old.exists()
     assert live.exists() and young.exists()
 
@@ -373,18 +412,20 @@ def _json_values():
                         max_leaves=12)
 
 
-FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
 
 @FUZZ
 @given(data=st.data())
 def test_fuzz_checkpoint_bytes(good_ckpt, tmp_path_factory, data):
     b = bytearray(good_ckpt.read_bytes())
+    n = len(b)
+    # the pickled structure sits in the first ~8 kB, the zip directory in the last ~8 kB: aim there too
+    where = st.integers(0, 8191) | st.integers(n - 8192, n - 1) | st.integers(0, n - 1)
+    for pos in data.draw(st.lists(where, max_size=8), label="flips"):
+        b[pos] ^= data.draw(st.integers(1, 255), label="xor")
     if data.draw(st.booleans(), label="truncate"):
-        b = b[: data.draw(st.integers(0, len(b) - 1), label="length")]
-    for pos in data.draw(st.lists(st.integers(0, max(0, len(b) - 1)), max_size=8), label="flips"):
-        if b:
-            b[pos] ^= data.draw(st.integers(1, 255), label="xor")
+        b = b[: data.draw(st.integers(0, n - 1) | st.integers(n - 8192, n - 1), label="length")]
     p = tmp_path_factory.mktemp("fuzz") / "m.pt"
     p.write_bytes(bytes(b))
     try:
@@ -448,4 +489,35 @@ def test_fuzz_sidecar(exports, tmp_path_factory, data):
         else:
             ex.load_torchscript_file(got["paths"][m], m, got)
     except ex.ExportError:
+        pass
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(data=st.data())
+def test_fuzz_imagenet_state_dict(tiny_gt_state, tmp_path_factory, data):
+    """Keys dropped, renamed or given other shapes, dtypes or values: CheckpointError or a model."""
+    sd = dict(tiny_gt_state)
+    keys = sorted(sd)
+    for _ in range(data.draw(st.integers(1, 3), label="edits")):
+        k = data.draw(st.sampled_from(keys), label="key")
+        what = data.draw(st.sampled_from(["drop", "rename", "shape", "dtype", "value"]), label="edit")
+        if k not in sd:
+            continue
+        if what == "drop":
+            del sd[k]
+        elif what == "rename":
+            sd[k + data.draw(st.sampled_from([".x", "_", "module."]), label="suffix")] = sd.pop(k)
+        elif what == "shape":
+            sd[k] = torch.zeros(data.draw(st.lists(st.integers(0, 5), max_size=3), label="dims"))
+        elif what == "dtype":
+            sd[k] = sd[k].to(data.draw(st.sampled_from([torch.int64, torch.float16, torch.bool]), label="dtype"))
+        else:
+            sd[k] = torch.full_like(sd[k], data.draw(st.floats(), label="value")) if sd[k].is_floating_point() \
+                else sd[k]
+    p = tmp_path_factory.mktemp("fuzz") / "cgn.pth"
+    torch.save(sd, p)
+    gt = data.draw(st.booleans(), label="gt")
+    try:
+        load_imagenet_cgn(p, truncation=0.4, gt=gt)
+    except CheckpointError:
         pass
