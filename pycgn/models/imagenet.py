@@ -368,8 +368,8 @@ def _read_state_dict(arg: str, path) -> dict[str, torch.Tensor]:
 
 def looks_like_imagenet_cgn(keys) -> bool:
     """Whether state-dict keys are an ImageNet CGN's (for dispatching ``model=path``)."""
-    return any(".".join(p for p in k.split(".") if p != "module").startswith("f_shape.generator.")
-               for k in keys)
+    return any(isinstance(k, str) and ".".join(p for p in k.split(".") if p != "module").startswith(
+        "f_shape.generator.") for k in keys)
 
 
 def infer_config(biggan: dict | None = None, u2net: dict | None = None) -> dict:
