@@ -23,8 +23,11 @@ mask clamp and the texture crop, exactly like ``model(...)``. Backends:
 
 Exports are cached per weights sha256 in ``$PYCGN_CACHE_DIR`` (default ``~/.cache/pycgn``)
 under ``exports/<sha256>/<format>-v<version>``: the first use exports, later ones load. A cache
-entry is built in a temporary folder and renamed into place, so concurrent processes never see
-half an export; the loser of a race discards its copy.
+entry is built in a temporary folder (named with the host and pid of its exporter) and renamed into
+place, so concurrent processes never see half an export; the loser of a race discards its copy.
+Each entry holds the sha256 of its files (``pycgn_cache.json``): an entry damaged since (a
+truncated or edited file) is exported again with a warning and replaced atomically, and every use
+removes the temporary folders of exports that were killed (their process is gone, or an hour passed).
 
 The allocator trap: with glibc's default ``malloc``, blocks above the (dynamic) mmap threshold
 are mapped fresh and unmapped on free, so eager PyTorch page-faults its large activations on
