@@ -164,6 +164,21 @@ def _no_big_models(monkeypatch):
     monkeypatch.setattr(ckpt, "MnistCGN", small_only)
 
 
+def test_shapes_larger_than_the_stored_bytes_are_refused(good_ckpt, tmp_path):
+    # Zero strides let a 2 kB file declare a 10^6 x 10^6 tensor (4 TB once made contiguous, and
+    # a model of that size built from it). The shapes here are the expected ones, so that a
+    # regression loads the file (and fails this test) instead of trying to allocate terabytes.
+    bad = _rewrite(good_ckpt, tmp_path / "strided.pt", lambda o: (
+        o["meta"].update(sha256=""), o["state_dict"].update({"label_emb.weight": torch.ones(1).expand(10, 10)})))
+    with pytest.raises(CheckpointError, match=r"label_emb\.weight claims shape \(10, 10\) but stores only 4 bytes"):
+        pycgn.load(bad)
+    sd = ImagenetCGN(**TINY).state_dict()
+    sd["f_shape.embeddings.weight"] = torch.ones(1).expand(*sd["f_shape.embeddings.weight"].shape)
+    torch.save(sd, tmp_path / "cgn.pth")
+    with pytest.raises(CheckpointError, match=r"cgn\.pth: f_shape\.embeddings\.weight claims shape"):
+        load_imagenet_cgn(tmp_path / "cgn.pth")
+
+
 # --- 4. biggan_GT is checked before it is dropped ----------------------------------------------
 
 @pytest.fixture(scope="module")

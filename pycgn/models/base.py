@@ -60,8 +60,15 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
 
 def check_weights(state_dict: dict, where: str) -> None:
     """Refuse NaN/infinite weights and negative batch-norm variances, naming ``where`` and the
-    first bad key (in file order): such a model loads and runs, but its images come out blank."""
+    first bad key (in file order): such a model loads and runs, but its images come out blank.
+
+    First refuses a tensor whose shape claims more values than its stored bytes (zero strides: a
+    1 kB file can declare a 4 TB tensor), so sizes read from shapes never exceed the file.
+    """
     for key, t in state_dict.items():
+        if t.numel() * t.element_size() > t.untyped_storage().nbytes():
+            raise CheckpointError(f"{where}: {key} claims shape {tuple(t.shape)} but stores only "
+                                  f"{t.untyped_storage().nbytes()} bytes (a crafted or corrupt file)")
         if not t.is_floating_point() or t.numel() == 0:
             continue
         # one reduction per tensor: a float64 sum is finite exactly when every value is (float32
