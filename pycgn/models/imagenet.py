@@ -483,8 +483,7 @@ def load_imagenet_cgn(cgn_path=None, biggan_path=None, u2net_path=None, *, trunc
         merged[k] = torch.zeros((), dtype=torch.long)
         missing.discard(k)
     if missing:
-        raise CheckpointError(f"{files}: missing keys of the "
-                              f"ImageNet CGN: {_listing(missing)}")
+        raise CheckpointError(f"{files}: missing keys of the ImageNet CGN: {_listing(missing)}")
     bad = [f"{k} {tuple(merged[k].shape)} (expected {tuple(s)})" for k, s in expected.items()
            if tuple(merged[k].shape) != tuple(s)]
     if bad:
