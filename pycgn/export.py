@@ -25,6 +25,7 @@ import copy
 import io
 import json
 import logging
+import math
 import os
 import warnings
 from pathlib import Path
@@ -213,12 +214,54 @@ def export_imagenet(model: ImagenetCGN, out_dir, format: str = "onnx", truncatio
 # ---------------------------------------------------------------------------------------------
 # Reading an export back: every check names the offending file.
 
+MAX_SIDECAR_BYTES = 1 << 20  # ~30 kB with ImageNet's 1000 class names: anything near 1 MB is not ours
+
+
+def _field(path: Path, side: dict, name: str, kinds, required: bool = True):
+    """``side[name]`` if it is of ``kinds`` (bool never counts as a number); else ExportError naming it."""
+    if name not in side:
+        if required:
+            raise ExportError(f"{path}: field {name!r} is missing")
+        return None
+    v = side[name]
+    if not isinstance(v, kinds) or (isinstance(v, bool) and bool not in (kinds if isinstance(kinds, tuple)
+                                                                         else (kinds,))):
+        want = " or ".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+        raise ExportError(f"{path}: field {name!r} must be {want}, found {type(v).__name__}")
+    return v
+
+
+def _check_fields(path: Path, side: dict) -> None:
+    """Types and sizes of every field pycgn writes, so that no reader meets a surprise later."""
+    for name in ("variant", "pycgn_version", "class_input"):
+        _field(path, side, name, str, required=False)
+    for name in ("image_size", "latent_dim", "n_classes"):
+        v = _field(path, side, name, int, required=False)
+        if v is not None and v < 1:
+            raise ExportError(f"{path}: field {name!r} must be positive, found {v}")
+    off = _field(path, side, "max_offset", int, required=False)
+    if off is not None and off < 0:
+        raise ExportError(f"{path}: field 'max_offset' must be >= 0, found {off}")
+    for name in ("truncation", "truncation_bound"):
+        v = _field(path, side, name, (int, float), required=False)
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ExportError(f"{path}: field {name!r} must be a positive number, found {v}")
+    names = _field(path, side, "class_names", list, required=False)
+    if names is not None and not all(isinstance(n, str) for n in names):
+        raise ExportError(f"{path}: field 'class_names' must be a list of strings")
+    clamp = _field(path, side, "clamp", list, required=False)
+    if clamp is not None and not (len(clamp) == 2 and all(isinstance(c, (int, float)) and not isinstance(c, bool)
+                                                          and math.isfinite(c) for c in clamp)):
+        raise ExportError(f"{path}: field 'clamp' must be two numbers, found {clamp!r}")
+
+
 def read_sidecar(export_dir, runtime: str | None = None, weights_sha256: str | None = None,
                  kind: str = MnistCGN.kind) -> dict:
     """The validated sidecar of ``export_dir`` with ``paths`` (mechanism -> absolute Path) added.
 
     ``runtime``: the format required (``"onnx"``/``"torchscript"``); ``weights_sha256``: the
-    weights the export must come from; ``kind``: the model kind the caller can run. Raises ``ExportError`` naming the file at fault.
+    weights the export must come from; ``kind``: the model kind the caller can run. Raises
+    ``ExportError`` naming the file at fault (and the field, for a malformed sidecar).
     """
     d = Path(export_dir)
     path = d / SIDECAR
@@ -226,41 +269,50 @@ def read_sidecar(export_dir, runtime: str | None = None, weights_sha256: str | N
         raise ExportError(f"{path}: missing; {d} is not a complete pycgn export "
                           f"(write one with `pycgn export`)")
     try:
-        side = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ExportError(f"{path}: not a readable pycgn export sidecar: {e}") from e
+        if path.stat().st_size > MAX_SIDECAR_BYTES:
+            raise ExportError(f"{path}: {path.stat().st_size} bytes, too large for a pycgn export sidecar")
+        side = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        why = "nested too deeply" if isinstance(e, RecursionError) else e
+        raise ExportError(f"{path}: not a readable pycgn export sidecar: {why}") from e
     if not isinstance(side, dict) or side.get("format") != FORMAT:
         raise ExportError(f"{path}: not a pycgn export sidecar (format {FORMAT!r} expected)")
-    if side.get("format_version") != FORMAT_VERSION:
-        raise ExportError(f"{path}: format_version {side.get('format_version')!r}, this pycgn reads "
-                          f"{FORMAT_VERSION}")
+    version = side.get("format_version")
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        raise ExportError(f"{path}: format_version {version!r}, this pycgn reads {FORMAT_VERSION}")
     rt = side.get("runtime")
     if rt not in FORMATS:
         raise ExportError(f"{path}: runtime {rt!r}, expected one of {', '.join(FORMATS)}")
     if runtime is not None and rt != runtime:
         raise ExportError(f"{path}: holds a {rt} export, a {runtime} export was asked for")
-    if rt == "onnx" and side.get("opset") != OPSET:
+    if rt == "onnx" and (side.get("opset") != OPSET or isinstance(side.get("opset"), bool)):
         raise ExportError(f"{path}: ONNX opset {side.get('opset')!r}, this pycgn reads opset {OPSET}")
     if side.get("kind") != kind:
         raise ExportError(f"{path}: model kind {side.get('kind')!r}, expected {kind!r}")
-    names = [i.get("name") for i in side.get("inputs", []) if isinstance(i, dict)]
+    _check_fields(path, side)
+    inputs = _field(path, side, "inputs", list)
+    if not all(isinstance(i, dict) for i in inputs):
+        raise ExportError(f"{path}: field 'inputs' must be a list of objects")
+    names = [i.get("name") for i in inputs]
     if names != list(INPUT_NAMES):
-        raise ExportError(f"{path}: inputs {names}, expected {list(INPUT_NAMES)}")
-    outs = side.get("outputs", {})
+        raise ExportError(f"{path}: inputs {names!r:.200}, expected {list(INPUT_NAMES)}")
+    outs = _field(path, side, "outputs", dict)
     for m in MECHANISMS:
         got = outs.get(m, {}).get("name") if isinstance(outs.get(m), dict) else None
         if got != OUTPUT_NAMES[m]:
-            raise ExportError(f"{path}: output of {m} named {got!r}, expected {OUTPUT_NAMES[m]!r}")
-    sha = side.get("weights_sha256")
+            raise ExportError(f"{path}: output of {m} named {got!r:.200}, expected {OUTPUT_NAMES[m]!r}")
+    sha = _field(path, side, "weights_sha256", str)
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ExportError(f"{path}: field 'weights_sha256' must be 64 hex digits, found {sha!r:.80}")
     if weights_sha256 is not None and sha != weights_sha256:
-        raise ExportError(f"{path}: exported from weights {str(sha)[:12]}..., not from the model's "
+        raise ExportError(f"{path}: exported from weights {sha[:12]}..., not from the model's "
                           f"weights {weights_sha256[:12]}...")
-    files = side.get("files", {})
+    files = _field(path, side, "files", dict)
     paths = {}
     for m in MECHANISMS:
-        f = files.get(m) if isinstance(files, dict) else None
-        if not isinstance(f, str) or Path(f).name != f:
-            raise ExportError(f"{path}: files.{m} must be a file name in the folder, got {f!r}")
+        f = files.get(m)
+        if not isinstance(f, str) or Path(f).name != f or f in ("", ".", "..") or "\\" in f or "\0" in f:
+            raise ExportError(f"{path}: files.{m} must be a file name in the folder, got {f!r:.200}")
         p = d / f
         if not p.is_file():
             raise ExportError(f"{p}: missing ({m} generator of the export {path})")
@@ -269,12 +321,56 @@ def read_sidecar(export_dir, runtime: str | None = None, weights_sha256: str | N
     return side
 
 
-def _check_meta(p: Path, meta: dict, mechanism: str, sha: str) -> None:
+def _check_meta(p: Path, meta, mechanism: str, sha: str) -> None:
+    if not isinstance(meta, dict):
+        raise ExportError(f"{p}: its pycgn record must be a JSON object, found {type(meta).__name__}")
     if meta.get("mechanism") != mechanism:
-        raise ExportError(f"{p}: holds the {meta.get('mechanism')!r} generator, expected {mechanism!r}")
+        raise ExportError(f"{p}: holds the {meta.get('mechanism')!r:.80} generator, expected {mechanism!r}")
     if meta.get("weights_sha256") != sha:
         raise ExportError(f"{p}: exported from weights {str(meta.get('weights_sha256'))[:12]}..., but "
                           f"the sidecar says {sha[:12]}...")
+
+
+def _tensors(graph):
+    """Every TensorProto of an ONNX graph and its subgraphs (initializers and node attributes)."""
+    for t in graph.initializer:
+        yield t
+    for st in graph.sparse_initializer:
+        yield from (st.values, st.indices)
+    yield from _node_tensors(graph.node)
+
+
+def _node_tensors(nodes):
+    for node in nodes:
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            for sp in ([a.sparse_tensor] if a.HasField("sparse_tensor") else []) + list(a.sparse_tensors):
+                yield from (sp.values, sp.indices)
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from _tensors(g)
+
+
+def _check_external_data(p: Path, proto) -> bool:
+    """Refuse tensors whose external data lies outside the export folder (an absolute path, ``..``
+    or a link out): onnx and onnxruntime would read any file they name. True if any is external."""
+    folder = p.parent.resolve()
+    external = False
+    tensors = [*_tensors(proto.graph), *(t for fn in proto.functions for t in _node_tensors(fn.node))]
+    for t in tensors:
+        if not len(t.external_data):
+            continue
+        external = True
+        loc = next((e.value for e in t.external_data if e.key == "location"), None)
+        try:
+            inside = folder in (folder / loc).resolve().parents if loc and "\0" not in loc else False
+        except (OSError, RuntimeError):  # a link loop
+            inside = False
+        if not inside or os.path.isabs(loc) or ".." in Path(loc.replace("\\", "/")).parts:
+            raise ExportError(f"{p}: tensor {t.name!r:.80} keeps its data at {loc!r:.200}, outside the "
+                              f"export folder {folder}: refused")
+    return external
 
 
 def check_onnx_file(p: Path, mechanism: str, side: dict):
@@ -282,9 +378,15 @@ def check_onnx_file(p: Path, mechanism: str, side: dict):
     import onnx
     from google.protobuf.message import DecodeError
     try:
-        proto = onnx.load(str(p))
-    except (DecodeError, OSError, ValueError, RuntimeError) as e:
+        # external data is read only after its locations are checked
+        proto = onnx.load(str(p), load_external_data=False)
+    except (DecodeError, OSError, ValueError, RuntimeError, RecursionError) as e:
         raise ExportError(f"{p}: not a readable ONNX model (truncated or corrupt): {e}") from e
+    if _check_external_data(p, proto):
+        try:
+            onnx.load_external_data_for_model(proto, str(p.parent))
+        except (OSError, ValueError, RuntimeError) as e:
+            raise ExportError(f"{p}: its external data cannot be read: {e}") from e
     meta = {k.key[len("pycgn_"):]: k.value for k in proto.metadata_props if k.key.startswith("pycgn_")}
     _check_meta(p, meta, mechanism, side["weights_sha256"])
     opset = {o.domain: o.version for o in proto.opset_import}.get("", None)
@@ -293,12 +395,19 @@ def check_onnx_file(p: Path, mechanism: str, side: dict):
     ins = [(i.name, i.type.tensor_type.elem_type) for i in proto.graph.input]
     want = [("u", onnx.TensorProto.FLOAT), ("y", onnx.TensorProto.INT64)]
     if ins != want:
-        raise ExportError(f"{p}: inputs {[(n, onnx.TensorProto.DataType.Name(t)) for n, t in ins]}, "
+        raise ExportError(f"{p}: inputs {[(n, _dtype_name(onnx, t)) for n, t in ins]!r:.300}, "
                           f"expected u FLOAT and y INT64")
     outs = [o.name for o in proto.graph.output]
     if outs != [OUTPUT_NAMES[mechanism]]:
-        raise ExportError(f"{p}: outputs {outs}, expected [{OUTPUT_NAMES[mechanism]!r}]")
+        raise ExportError(f"{p}: outputs {outs!r:.300}, expected [{OUTPUT_NAMES[mechanism]!r}]")
     return proto
+
+
+def _dtype_name(onnx, t: int) -> str:
+    try:
+        return onnx.TensorProto.DataType.Name(t)
+    except ValueError:  # a number no ONNX version defines
+        return str(t)
 
 
 def load_torchscript_file(p: Path, mechanism: str, side: dict, device="cpu") -> torch.jit.ScriptModule:
@@ -313,10 +422,13 @@ def load_torchscript_file(p: Path, mechanism: str, side: dict, device="cpu") -> 
         raise ExportError(f"{p}: not a loadable TorchScript file (truncated or corrupt): {first}") from e
     try:
         meta = json.loads(extra[EXTRA_FILE] or "{}")
-    except json.JSONDecodeError as e:
-        raise ExportError(f"{p}: its {EXTRA_FILE} record is corrupt: {e}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ExportError(f"{p}: its {EXTRA_FILE} record is corrupt: {type(e).__name__}") from e
     _check_meta(p, meta, mechanism, side["weights_sha256"])
-    args = [a.name for a in module.forward.schema.arguments][1:]
+    try:
+        args = [a.name for a in module.forward.schema.arguments][1:]
+    except (AttributeError, RuntimeError) as e:
+        raise ExportError(f"{p}: has no usable forward method") from e
     if args != list(INPUT_NAMES):
         raise ExportError(f"{p}: forward takes {args}, expected {list(INPUT_NAMES)}")
     return module.eval()

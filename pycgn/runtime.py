@@ -24,8 +24,11 @@ mask clamp and the texture crop, exactly like ``model(...)``. Backends:
 
 Exports are cached per weights sha256 in ``$PYCGN_CACHE_DIR`` (default ``~/.cache/pycgn``)
 under ``exports/<sha256>/<format>-v<version>``: the first use exports, later ones load. A cache
-entry is built in a temporary folder and renamed into place, so concurrent processes never see
-half an export; the loser of a race discards its copy.
+entry is built in a temporary folder (named with the host and pid of its exporter) and renamed into
+place, so concurrent processes never see half an export; the loser of a race discards its copy.
+Each entry holds the sha256 of its files (``pycgn_cache.json``): an entry damaged since (a
+truncated or edited file) is exported again with a warning and replaced atomically, and every use
+removes the temporary folders of exports that were killed (their process is gone, or an hour passed).
 
 The allocator trap: with glibc's default ``malloc``, blocks above the (dynamic) mmap threshold
 are mapped fresh and unmapped on free, so eager PyTorch page-faults its large activations on
@@ -49,6 +52,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -129,16 +133,115 @@ def available_backends() -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Export cache
 
+MANIFEST = "pycgn_cache.json"  # sha256 of every file of a cache entry, written before it is renamed in
+STALE_S = 3600                 # a temporary folder older than this is an abandoned export
+_HOST = socket.gethostname().replace("~", "-")
+_warned: set[Path] = set()
+
+
+def _tmp_prefix(entry: str) -> str:
+    # ".<entry>~<host>~<pid>~": whoever finds it later can tell whether its exporter still lives
+    return f".{entry}~{_HOST}~{os.getpid()}~"
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":  # os.kill(pid, 0) would end the process elsewhere: only age tells there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):  # another user's process, or not a pid
+        return pid > 0
+    return True
+
+
+def _stale(tmp: Path, now: float) -> bool:
+    parts = tmp.name.split("~")
+    if len(parts) == 4 and parts[1] == _HOST and parts[2].isdigit() and not _pid_alive(int(parts[2])):
+        return True  # its exporter died on this machine
+    try:
+        return now - tmp.lstat().st_mtime > STALE_S
+    except OSError:
+        return False
+
+
+def _clean_stale(exports: Path) -> None:
+    """Remove the temporary folders of exports killed mid-way (``exports/<sha>/.<entry>~...``)."""
+    now = time.time()
+    try:
+        tmps = [t for root in exports.iterdir() if root.is_dir() for t in root.iterdir()
+                if t.name.startswith(".") and t.is_dir() and not t.is_symlink()]
+    except OSError:
+        return
+    for t in tmps:
+        if _stale(t, now):
+            shutil.rmtree(t, ignore_errors=True)
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    out = {}
+    for f in sorted(folder.iterdir()):
+        if f.name != MANIFEST and f.is_file():
+            h = hashlib.sha256()
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            out[f.name] = h.hexdigest()
+    return out
+
+
+def _entry_problem(entry: Path, fmt: str, sha: str) -> str | None:
+    """Why a cache entry cannot be used as is (None if it can): a bad sidecar, or any file changed
+    since it was exported (the manifest covers every byte, so a truncated or edited file shows)."""
+    try:
+        _export.read_sidecar(entry, fmt, sha)
+        manifest = json.loads((entry / MANIFEST).read_text())
+        if not isinstance(manifest, dict) or manifest.get("files") != _file_hashes(entry):
+            return "its files changed since they were exported"
+    except FileNotFoundError:
+        return f"{MANIFEST} is missing"
+    except (ExportError, OSError, ValueError, RecursionError) as e:
+        return " ".join(str(e).split())[:300]
+    return None
+
+
+def _fresh_export(model, fmt: str, root: Path, entry: str) -> Path:
+    """Export into a temporary folder of ``root`` and seal it with its manifest."""
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(entry), dir=root))
+    try:
+        _export.export(model, tmp, format=fmt)
+        manifest = {"files": _file_hashes(tmp)}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
+
+
 def cached_export(model: MnistCGN, fmt: str, sha: str | None = None) -> Path:
-    """The export folder of ``model`` in ``fmt`` from the cache, exporting it on first use."""
+    """The export folder of ``model`` in ``fmt`` from the cache, exporting it on first use.
+
+    An entry that fails its check (a file truncated or edited since export, a bad sidecar) is
+    exported again, with a warning naming it, and replaced atomically; temporary folders left by
+    exports that were killed are removed.
+    """
     sha = sha or weights_sha256(model.state_dict())
-    root = cache_dir() / "exports" / sha
+    exports = cache_dir() / "exports"
+    root = exports / sha
     final = root / f"{fmt}-v{_export.FORMAT_VERSION}"
-    if (final / _export.SIDECAR).is_file():
-        return final
+    _clean_stale(exports)  # a listing per use: cheap, and nothing abandoned stays for long
+    if final.is_dir():
+        problem = _entry_problem(final, fmt, sha)
+        if problem is None:
+            return final
+        if final not in _warned:
+            _warned.add(final)
+            warnings.warn(f"pycgn: the cached export {final} failed its check ({problem}); exporting it "
+                          f"again", RuntimeWarning, stacklevel=3)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+        tmp = _fresh_export(model, fmt, root, final.name)
     except OSError as e:  # a read-only home: export for this process only
         warnings.warn(f"pycgn: cannot write the export cache {root} ({e}); exporting to a temporary "
                       f"folder (set PYCGN_CACHE_DIR to a writable folder to keep exports)", RuntimeWarning,
@@ -147,15 +250,25 @@ def cached_export(model: MnistCGN, fmt: str, sha: str | None = None) -> Path:
         return _export.export(model, final, format=fmt)
     say(f"exporting the model's nets to {fmt} (once per model: cached in {root.parent})")
     try:
-        _export.export(model, tmp, format=fmt)
-        try:
-            os.rename(tmp, final)  # atomic; fails if another process got there first
-        except OSError:
-            if not (final / _export.SIDECAR).is_file():
-                raise
+        for _ in range(3):
+            try:
+                os.rename(tmp, final)  # atomic; fails if the folder exists (another process won, or bad)
+                return final
+            except OSError:
+                if not (final.exists() or final.is_symlink()):
+                    continue  # it went away meanwhile: try again
+            if final.is_dir() and _entry_problem(final, fmt, sha) is None:
+                return final  # another process put a good one in place
+            # move the bad entry aside (atomic), then ours in; a racing process may win either step
+            old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final.name), dir=root))
+            try:
+                os.rename(final, old / "bad")
+            except OSError:
+                pass
+            shutil.rmtree(old, ignore_errors=True)
+        raise ExportError(f"{final}: cannot replace this cache entry (remove the folder by hand)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return final
 
 
 def _parity(name: str, run, model: MnistCGN, device, where) -> None:

@@ -193,23 +193,35 @@ def test_concurrent_processes_share_one_cache_entry(tmp_path):
     assert len(roots) == 1 and [p.name for p in roots[0].iterdir()] == ["torchscript-v1"]
 
 
-@pytest.mark.parametrize("backend, name", [("torchscript", "texture.torchscript.pt"),
-                                           ("onnxruntime", "texture.onnx")])
-def test_corrupt_cache_entry_names_the_file(use_cache, model, backend, name):
+@pytest.mark.parametrize("backend, name, damage", [("torchscript", "texture.torchscript.pt", "remove"),
+                                                   ("onnxruntime", "texture.onnx", "truncate")])
+def test_corrupt_cache_entry_is_exported_again(use_cache, model, backend, name, damage):
+    # a damaged cache entry must not break every later run: it is exported again, with a warning
     fmt = "onnx" if backend == "onnxruntime" else backend
     entry = rt.cached_export(model, fmt)
-    broken = entry.parent / f"{fmt}-v1"
-    saved = (broken / name).read_bytes()
-    try:
-        (broken / name).write_bytes(saved[: len(saved) // 2])
-        with pytest.raises(ex.ExportError, match=name.replace(".", r"\.")) as e:
-            rt.make_runner(model, backend=backend)
-        assert str(broken / name) in str(e.value)
-        (broken / name).unlink()
-        with pytest.raises(ex.ExportError, match=f"{name.replace('.', '[.]')}: missing"):
-            rt.make_runner(model, backend=backend)
-    finally:
-        (broken / name).write_bytes(saved)
+    saved = (entry / name).read_bytes()
+    if damage == "truncate":
+        (entry / name).write_bytes(saved[: len(saved) // 2])
+    else:
+        (entry / name).unlink()
+    rt._warned.discard(entry)  # the warning is once per entry and process
+    with pytest.warns(RuntimeWarning, match=f"cached export {entry} failed its check"):
+        runner = rt.make_runner(model, backend=backend)
+    assert len((entry / name).read_bytes()) > len(saved) // 2 and runner.paths["texture"] == entry / name
+    _assert_matches_eager(runner, model, sizes=(3,))
+
+
+def test_corrupt_export_dir_names_the_file(use_cache, model, tmp_path):
+    # an export the user points to is theirs: it is reported, never rewritten
+    d = shutil.copytree(rt.cached_export(model, "torchscript"), tmp_path / "mine")
+    name = "texture.torchscript.pt"
+    (d / name).write_bytes((d / name).read_bytes()[:1000])
+    with pytest.raises(ex.ExportError, match=name.replace(".", r"\.")) as e:
+        rt.make_runner(model, backend="torchscript", export_dir=d)
+    assert str(d / name) in str(e.value)
+    (d / name).unlink()
+    with pytest.raises(ex.ExportError, match=f"{name.replace('.', '[.]')}: missing"):
+        rt.make_runner(model, backend="torchscript", export_dir=d)
 
 
 def test_export_dir_from_other_weights_is_refused(use_cache, model, tmp_path):

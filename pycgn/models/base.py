@@ -6,8 +6,7 @@ exports or runs a model) can depend on it without depending on each other.
 from __future__ import annotations
 
 import hashlib
-import pickle
-import zipfile
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,12 +58,32 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def check_weights(state_dict: dict, where: str) -> None:
+    """Refuse NaN/infinite weights and negative batch-norm variances, naming ``where`` and the
+    first bad key (in file order): such a model loads and runs, but its images come out blank.
+
+    First refuses a tensor whose shape claims more values than its stored bytes (zero strides: a
+    1 kB file can declare a 4 TB tensor), so sizes read from shapes never exceed the file.
+    """
+    for key, t in state_dict.items():
+        if t.numel() * t.element_size() > t.untyped_storage().nbytes():
+            raise CheckpointError(f"{where}: {key} claims shape {tuple(t.shape)} but stores only "
+                                  f"{t.untyped_storage().nbytes()} bytes (a crafted or corrupt file)")
+        if not t.is_floating_point() or t.numel() == 0:
+            continue
+        # one reduction per tensor: a float64 sum is finite exactly when every value is (float32
+        # values cannot overflow it), and NaN or inf anywhere make it NaN or inf
+        if not math.isfinite(t.sum(dtype=torch.float64).item()):
+            raise CheckpointError(f"{where}: {key} holds NaN or infinite values (corrupt weights)")
+        if key.endswith(("running_var", "running_vars")) and t.min().item() < 0:
+            raise CheckpointError(f"{where}: {key} holds negative batch-norm variances (corrupt weights)")
+
+
 def read_torch_file(path: Path, mmap: bool = False):
     """``torch.load`` with ``weights_only`` (pickled code never runs); any failure -> CheckpointError."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
-            KeyError, AttributeError, TypeError) as e:
+    except Exception as e:  # noqa: BLE001 - damaged bytes raise anything (IndexError, struct.error...)
         if mmap:  # legacy (non-zip) files cannot be mapped: read them whole, which reports real faults
             return read_torch_file(path)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from .. import _checks
 from .._io import atomic_path
 from ..sampler import U_TRUNC, U_TRUNC_BG, U_TRUNC_TEXTURE, Draw, Sampler, normal
-from .base import CheckpointError, ExportSpec, ModelInfo, read_torch_file, weights_sha256
+from .base import CheckpointError, ExportSpec, ModelInfo, check_weights, read_torch_file, weights_sha256
 from .biggan import BigGAN, BigGANConfig
 from .u2net import U2NET
 
@@ -363,15 +363,17 @@ def _read_state_dict(arg: str, path) -> dict[str, torch.Tensor]:
     obj = read_torch_file(p)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
-    if not (isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
+    if not (isinstance(obj, dict) and obj and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                  for k, v in obj.items())):
         raise CheckpointError(f"{arg} {p}: not a state dict of tensors (found {type(obj).__name__})")
+    check_weights(obj, f"{arg} {p}")  # the whole file, biggan_GT too: damage anywhere means a bad copy
     return _strip_wrappers(obj)
 
 
 def looks_like_imagenet_cgn(keys) -> bool:
     """Whether state-dict keys are an ImageNet CGN's (for dispatching ``model=path``)."""
-    return any(".".join(p for p in k.split(".") if p != "module").startswith("f_shape.generator.")
-               for k in keys)
+    return any(isinstance(k, str) and ".".join(p for p in k.split(".") if p != "module").startswith(
+        "f_shape.generator.") for k in keys)
 
 
 def infer_config(biggan: dict | None = None, u2net: dict | None = None) -> dict:
@@ -393,6 +395,19 @@ def infer_config(biggan: dict | None = None, u2net: dict | None = None) -> dict:
             raise ValueError("U^2-Net weights lack a usable stage1.rebnconvin.conv_s1.weight")
         cfg["u2net_div"] = 64 // int(w.shape[0])
     return cfg
+
+
+def _check_layout(where: str, net: str, sd: dict, layout: dict) -> None:
+    """``sd`` must hold exactly the keys and shapes of ``layout`` (one BigGAN's state dict)."""
+    missing, extra = set(layout) - set(sd), set(sd) - set(layout)
+    if missing or extra:
+        raise CheckpointError(f"{where}: {net} does not have the BigGAN layout: missing "
+                              f"{_listing(missing) if missing else 'none'}; unexpected "
+                              f"{_listing(extra) if extra else 'none'}")
+    bad = [f"{net}.{k} {tuple(sd[k].shape)} (expected {tuple(s)})" for k, s in layout.items()
+           if tuple(sd[k].shape) != tuple(s)]
+    if bad:
+        raise CheckpointError(f"{where}: shapes do not match the BigGAN layout: {_listing(bad)}")
 
 
 def _sub(sd: dict, prefix: str) -> dict:
@@ -420,19 +435,28 @@ def load_imagenet_cgn(cgn_path=None, biggan_path=None, u2net_path=None, *, trunc
     sds = {k: _read_state_dict(k, v) for k, v in given.items()}
     cgn = sds.get("cgn_path", {})
 
+    files = ", ".join(f"{k} {v}" for k, v in given.items())
     try:
         cfg = infer_config(sds.get("biggan_path") or _sub(cgn, "f_shape"),
                            sds.get("u2net_path") or _sub(cgn, "u2net"))
+        # sizes come from the weights' shapes and the model is built on the meta device: nothing is
+        # allocated for it before every shape is checked (the loaded tensors are then assigned)
+        with torch.device("meta"):
+            model = ImagenetCGN(truncation=truncation, gt=gt, **cfg)
     except ValueError as e:
-        raise CheckpointError(f"{', '.join(f'{k} {v}' for k, v in given.items())}: {e}") from e
-    with torch.device("meta"):
-        model = ImagenetCGN(truncation=truncation, gt=gt, **cfg)
+        raise CheckpointError(f"{files}: {e}") from e
     expected = {k: v.shape for k, v in model.state_dict().items()}
+    floating = {k: v.is_floating_point() for k, v in model.state_dict().items()}
     biggan_keys = {k: v.shape for k, v in model.f_shape.state_dict().items()}
     u2net_keys = {k: v.shape for k, v in model.u2net.state_dict().items()}
 
     merged: dict[str, torch.Tensor] = {}
     if "biggan_path" in sds:
+        # The published code reads this file with strict=False (BigGAN.initialize), but the file is
+        # huggingface's ``model.state_dict()`` of a module with exactly this layout
+        # (pytorch_pretrained_biggan's convert_tf_to_pytorch, weight_v included): strict=False
+        # tolerates no key of the real file, so no unexpected key is accepted here either, and
+        # missing ones must come from cgn_path.
         sd = sds["biggan_path"]
         extra = set(sd) - set(biggan_keys)
         if extra:
@@ -450,6 +474,8 @@ def load_imagenet_cgn(cgn_path=None, biggan_path=None, u2net_path=None, *, trunc
         merged.update({f"u2net.{k}": v for k, v in sd.items()})
     if cgn:
         droppable = set() if gt else {k for k in cgn if k.startswith("biggan_GT.")}
+        if droppable:  # the published strict load checks biggan_GT: a damaged one means a damaged file
+            _check_layout(f"cgn_path {given['cgn_path']}", "biggan_GT", _sub(cgn, "biggan_GT"), biggan_keys)
         extra = set(cgn) - set(expected) - droppable
         if extra:
             raise CheckpointError(f"cgn_path {given['cgn_path']}: unexpected keys for the ImageNet CGN: "
@@ -461,13 +487,15 @@ def load_imagenet_cgn(cgn_path=None, biggan_path=None, u2net_path=None, *, trunc
         merged[k] = torch.zeros((), dtype=torch.long)
         missing.discard(k)
     if missing:
-        raise CheckpointError(f"{', '.join(f'{k} {v}' for k, v in given.items())}: missing keys of the "
-                              f"ImageNet CGN: {_listing(missing)}")
+        raise CheckpointError(f"{files}: missing keys of the ImageNet CGN: {_listing(missing)}")
     bad = [f"{k} {tuple(merged[k].shape)} (expected {tuple(s)})" for k, s in expected.items()
            if tuple(merged[k].shape) != tuple(s)]
     if bad:
-        raise CheckpointError(f"{', '.join(f'{k} {v}' for k, v in given.items())}: shapes do not match "
-                              f"the ImageNet CGN: {_listing(bad)}")
+        raise CheckpointError(f"{files}: shapes do not match the ImageNet CGN: {_listing(bad)}")
+    bad = [f"{k} {merged[k].dtype}" for k in expected if merged[k].is_floating_point() != floating[k]]
+    if bad:  # assign=True would keep them as they are and fail only when the model runs
+        raise CheckpointError(f"{files}: tensors of the wrong kind (integer for floating point or "
+                              f"the reverse): {_listing(bad)}")
     merged = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in merged.items()}
     # assign=True: the meta-device model takes the loaded tensors without a second copy
     model.load_state_dict(merged, strict=True, assign=True)
