@@ -63,3 +63,40 @@ def _cache_dir(tmp_path_factory, monkeypatch):
 def pytest_report_header(config):
     import pycgn
     return f"pycgn {pycgn.__version__}, extension loaded: {pycgn._ext.AVAILABLE}, torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}"
+
+
+# Tests that take more than ~5 s each (a subprocess that loads torch, an export, a browser, a Ray
+# cluster, a fuzz loop): marked slow here, in one list, so the README's quick command
+# (`-m "not slow"`) stays within a few minutes. .ci/run runs them all.
+SLOW = {
+    "test_api_imagenet.py::test_cli_generate",
+    "test_cli.py::test_generate_writes_grid_png",
+    "test_cli.py::test_grid_and_interpolate_and_info",
+    "test_cli.py::test_help_for_each_command",
+    "test_cli.py::test_status_messages_cache_listing_and_clearing",
+    "test_evaluate.py::test_tiny_invariance_pipeline",
+    "test_explore.py::test_page_in_a_browser",
+    "test_export.py::test_torchscript_loads_in_a_fresh_process",
+    "test_hostile_files.py::test_fuzz_checkpoint_bytes",
+    "test_hostile_files.py::test_fuzz_checkpoint_meta",
+    "test_hostile_files.py::test_fuzz_imagenet_state_dict",
+    "test_hostile_files.py::test_fuzz_sidecar",
+    "test_imagenet.py::test_onnx_export_parity",
+    "test_runtime.py::test_concurrent_processes_share_one_cache_entry",
+    "test_runtime.py::test_torch_runner_does_not_page_fault_per_call",
+    "test_synth.py::test_auto_backend_is_pinned_for_the_whole_dataset",
+    "test_synth.py::test_ray_engine_equals_local",
+    "test_synth.py::test_resume_after_sigkill_gives_the_uninterrupted_dataset",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    seen = set()
+    for item in items:
+        key = f"{Path(item.fspath).name}::{item.originalname}"
+        if key in SLOW:
+            item.add_marker(pytest.mark.slow)
+            seen.add(key)
+    if not config.getoption("-k") and not config.args[1:] and len(items) > 100:
+        stale = SLOW - seen  # a renamed test would silently leave the quick run
+        assert not stale, f"tests/conftest.py SLOW names tests that do not exist: {sorted(stale)}"

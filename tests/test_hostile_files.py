@@ -5,7 +5,6 @@ with exit 0, terabytes asked of the allocator, a file read outside its folder, a
 broken); the fuzz tests at the end mutate valid files at random: loading must succeed or raise
 the module's own error, never anything else.
 """
-import io
 import json
 import os
 import shutil
@@ -25,10 +24,8 @@ from pycgn import runtime as rt
 from pycgn.cli import main as cli_main
 from pycgn.checkpoint import CheckpointError
 from pycgn.models import biggan
-from pycgn.models.imagenet import ImagenetCGN, load_imagenet_cgn, save_imagenet_cgn
-import importlib
-
-ex = importlib.import_module("pycgn.export")  # the module, even if pycgn re-exports a function named export
+from pycgn.models.imagenet import ImagenetCGN, load_imagenet_cgn
+from pycgn import export as ex
 from conftest import random_mnist
 
 SHARED_REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
@@ -233,7 +230,7 @@ def test_real_biggan_file_has_exactly_the_layout():
 
 def _small_onnx(mechanism: str, sha: str) -> bytes:
     """A minimal ONNX file with everything ``check_onnx_file`` looks at (the exporter takes ~10 s a net)."""
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
     w = numpy_helper.from_array(torch.randn(32, 4).numpy(), "w")
     graph = helper.make_graph(

@@ -415,6 +415,14 @@ def _sub(sd: dict, prefix: str) -> dict:
     return {k[n:]: v for k, v in sd.items() if k.startswith(prefix + ".")}
 
 
+def _only_known(sds: dict, given: dict, arg: str, known: dict, net: str) -> dict:
+    """The state dict read for ``arg``, refused if it has a key that ``net`` does not."""
+    extra = set(sds[arg]) - set(known)
+    if extra:
+        raise CheckpointError(f"{arg} {given[arg]}: unexpected keys for {net}: {_listing(extra)}")
+    return sds[arg]
+
+
 def load_imagenet_cgn(cgn_path=None, biggan_path=None, u2net_path=None, *, truncation: float = TRUNCATION,
                       gt: bool = False, device="cpu") -> ImagenetCGN:
     """Load the ImageNet CGN strictly from the published files.
@@ -457,20 +465,12 @@ def load_imagenet_cgn(cgn_path=None, biggan_path=None, u2net_path=None, *, trunc
         # (pytorch_pretrained_biggan's convert_tf_to_pytorch, weight_v included): strict=False
         # tolerates no key of the real file, so no unexpected key is accepted here either, and
         # missing ones must come from cgn_path.
-        sd = sds["biggan_path"]
-        extra = set(sd) - set(biggan_keys)
-        if extra:
-            raise CheckpointError(f"biggan_path {given['biggan_path']}: unexpected keys for BigGAN-deep "
-                                  f"(ch={cfg.get('ch')}): {_listing(extra)}")
+        sd = _only_known(sds, given, "biggan_path", biggan_keys, f"BigGAN-deep (ch={cfg.get('ch')})")
         for net in BIGGANS:
             if net != "biggan_GT" or gt:
                 merged.update({f"{net}.{k}": v for k, v in sd.items()})
     if "u2net_path" in sds:
-        sd = sds["u2net_path"]
-        extra = set(sd) - set(u2net_keys)
-        if extra:
-            raise CheckpointError(f"u2net_path {given['u2net_path']}: unexpected keys for U^2-Net: "
-                                  f"{_listing(extra)}")
+        sd = _only_known(sds, given, "u2net_path", u2net_keys, "U^2-Net")
         merged.update({f"u2net.{k}": v for k, v in sd.items()})
     if cgn:
         droppable = set() if gt else {k for k in cgn if k.startswith("biggan_GT.")}
