@@ -208,6 +208,19 @@ class Generator:
             mask, fg, bg = self._forward(d)
             return _composite(mask, fg, bg, d.fg_offset, d.bg_offset, "uint8", "NHWC", out=out)
 
+    def batch_size(self) -> int:
+        """Images per forward pass in ``generate`` and the sheets: memory then holds the output and
+        one batch's activations, whatever the number of images."""
+        return max(1, BATCH_PIXELS // self.model.image_size ** 2)
+
+    def images_in_batches(self, draw: Draw) -> torch.Tensor:
+        """``images(draw)``, computed ``batch_size()`` samples at a time."""
+        h, step = self.model.image_size, self.batch_size()
+        out = torch.empty((len(draw), h, h, 3), dtype=torch.uint8, device=self.device)
+        for a in range(0, len(draw), step):
+            self.images(draw.slice(a, a + step), out=out[a:a + step])
+        return out
+
     def parts(self, draw: Draw, seed: int = -1, out: torch.Tensor | None = None) -> Parts:
         """Images (written into ``out`` if given) and every part that made them (mask, cropped
         textures, inputs)."""
@@ -288,7 +301,7 @@ class Generator:
         _check_fits("n", count, per_image, self.device)
         sampler = self.sampler(seed)
         # Bounded batches: memory holds the output and one batch's activations, whatever n is.
-        step = max(1, BATCH_PIXELS // (h * h))
+        step = self.batch_size()
         images = torch.empty((count, h, h, 3), dtype=torch.uint8, device=self.device)
         parts = []
         for a in range(0, count, step):

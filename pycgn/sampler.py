@@ -83,6 +83,10 @@ class Draw:
     def to(self, device) -> "Draw":
         return Draw(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
+    def slice(self, start: int, stop: int) -> "Draw":
+        """Samples ``start:stop`` of this batch (views, no copy)."""
+        return Draw(**{f.name: getattr(self, f.name)[start:stop] for f in fields(self)})
+
     def numpy(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name).cpu().numpy() for f in fields(self)}
 

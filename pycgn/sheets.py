@@ -184,7 +184,7 @@ def grid(rows: str = "shape", cols: str = "bg", row_classes=None, col_classes=No
     classes = {m: gen.class_ids(m, v, n) for m, v in fixed.items()}
     sampler = gen.sampler(seed)
     draw = sampler.draw([0] * n if same_noise else range(n), **classes)
-    images = gen.images(draw)
+    images = gen.images_in_batches(draw)
     sheet = tile(images, cols=len(cc), pad=pad, scale=scale)
     if labels:
         cell = (images.shape[1] * scale, images.shape[2] * scale)
@@ -223,10 +223,10 @@ def interpolate(mechanism: str = "shape", start=0, end=1, steps: int = 8, rows: 
     draw = gen.sampler(seed).draw(range(rows), **classes).to(gen.device)
     m = gen.model
     alphas = torch.linspace(0, 1, steps, device=gen.device)
-    if gen.kind == "imagenet_cgn":
-        images = _interpolate_class_vectors(m, draw, mechanism, a, b, alphas, rows, steps)
-    else:
-        images = _interpolate_embeddings(m, draw, mechanism, a, b, alphas, rows, steps)
+    blend = _interpolate_class_vectors if gen.kind == "imagenet_cgn" else _interpolate_embeddings
+    per = max(1, gen.batch_size() // steps)  # rows per forward pass: bounded memory for any rows x steps
+    images = torch.cat([blend(m, draw.slice(r, r + per), mechanism, a, b, alphas, min(per, rows - r), steps)
+                        for r in range(0, rows, per)])
     sheet = tile(images, cols=steps, pad=pad, scale=scale)
     if labels:
         cell = (images.shape[1] * scale, images.shape[2] * scale)

@@ -135,3 +135,21 @@ def test_generate_runs_in_bounded_batches(model_path):
 def test_an_output_too_large_for_memory_is_refused_up_front(model_path):
     with pytest.raises(ValueError, match=r"n=1000000000: the output needs 2\.8 TiB, more than"):
         pycgn.generate(n=10**9, model=model_path, backend="torch")
+
+
+def test_sheets_run_in_bounded_batches(model_path, monkeypatch):
+    gen = pycgn.Generator(model_path, backend="torch", device="cpu")
+    monkeypatch.setattr(pycgn.api, "BATCH_PIXELS", 5 * 32 * 32)  # 5 images a batch
+    seen = []
+    run = gen._runner
+    gen._runner = lambda *inputs: seen.append(inputs[0].shape[0]) or run(*inputs)
+    monkeypatch.setattr(pycgn.api, "get_generator", lambda *a, **k: gen)
+    monkeypatch.setattr(sheets, "get_generator", lambda *a, **k: gen)
+    small = sheets.grid(row_classes=[1, 2, 3], col_classes=[4, 5, 6, 7], texture=2, seed=1, labels=False)
+    assert max(seen) <= 5 and sum(seen) == 12, seen
+    monkeypatch.setattr(pycgn.api, "BATCH_PIXELS", 10**6)
+    assert np.array_equal(small, sheets.grid(row_classes=[1, 2, 3], col_classes=[4, 5, 6, 7], texture=2, seed=1,
+                                             labels=False)), "batching changed the sheet"
+    few = sheets.interpolate("texture", start=1, end=7, steps=4, rows=6, seed=2, labels=False)
+    monkeypatch.setattr(pycgn.api, "BATCH_PIXELS", 8 * 32 * 32)  # two rows of 4 steps a pass
+    assert np.array_equal(few, sheets.interpolate("texture", start=1, end=7, steps=4, rows=6, seed=2, labels=False))
