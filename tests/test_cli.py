@@ -112,6 +112,8 @@ BAD_VALUE = {
     "train": (["--variant", "colored_mnist", "--out", "{tmp}/t", "--epochs", "0"], "--epochs must be >= 1"),
     "evaluate": (["invariance", "--model", "nosuchmodel"], "model must be one of"),
     "cache": (["--clear", "now"], "unrecognized arguments"),
+    "benchmark": (["make", "--out", "{tmp}/b", "--split", "train:10:texture=agree:1.5"],
+                  "--split train.texture: p must be in [0, 1]"),
 }
 
 

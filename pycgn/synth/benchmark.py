@@ -47,8 +47,13 @@ def benchmark(splits: dict, model="colored_mnist", out="benchmark", seed: int = 
         if not (isinstance(value, (tuple, list)) and len(value) == 2):
             raise ValueError(f"splits.{name}: expected (n, design), got {value!r}")
         plan[check_split_name(name)] = (value[0], parse_design(value[1], f"design of split {name!r}"))
+    from ..api import Generator
+    names = Generator(model, backend="torch", device="cpu")  # every class checked before anything is made
+    for name, (n, d) in plan.items():
+        d.resolve(names)
     out = Path(out)
     command = command or _canonical_command(model, out, seed, plan, format, shard_size)
+    _claim(out, seed, plan)
     manifests = {}
     for name, (n, design) in plan.items():
         manifests[name] = synth(model=model, n=n, out=out / name, format=format, shard_size=shard_size,
@@ -56,11 +61,40 @@ def benchmark(splits: dict, model="colored_mnist", out="benchmark", seed: int = 
                                 batch_size=batch_size, workers=workers, engine=engine, quiet=quiet,
                                 command=command, design=design)
         backend = manifests[name]["backend"]  # every split from the same backend: the same bits
-    sheet = datasheet(out, model, seed, command, manifests)
+    sheet = datasheet(out, model, seed, command, manifests, plan)
     if not quiet:
         print(f"pycgn benchmark: {len(plan)} split{'s' if len(plan) > 1 else ''} -> {out}; "
               f"datasheet {out / DATASHEET_MD}", file=sys.stderr)
     return sheet
+
+
+def _claim(out: Path, seed: int, plan: dict) -> None:
+    """Record the benchmark's splits before any is made; a rerun must ask for the same ones (each
+    split's folder then checks the rest, as ``pycgn synth`` does)."""
+    from .store import prepare_out
+    wanted = {"seed": int(seed), "splits": {name: {"n": n, "design": d.to_json()} for name, (n, d) in plan.items()}}
+    path = out / DATASHEET
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError as e:
+            raise ValueError(f"out: {path} is not valid JSON ({e}); use another folder") from None
+        if not isinstance(old, dict) or old.get("kind") != KIND:
+            raise ValueError(f"out: {path} was not written by pycgn benchmark; use another folder")
+        if old.get("plan") != wanted:
+            raise ValueError(f"out: {out} holds a benchmark made with other splits or seed "
+                             f"({sorted(old.get('plan', {}).get('splits', {}))} there, {sorted(plan)} here); "
+                             f"use another --out or delete it")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"out: {out} is not empty and holds no {DATASHEET}; use a new or empty folder")
+    prepare_out(out)
+    _write_json(out / DATASHEET, {"kind": KIND, "plan": wanted, "complete": False})
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    with _io.atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(doc, indent=1) + "\n")
 
 
 def _canonical_command(model, out, seed, plan, fmt, shard_size) -> str:
@@ -108,12 +142,14 @@ def _tar_labels(ds):
                     yield json.loads(tf.extractfile(member).read())
 
 
-def datasheet(out: Path, model, seed: int, command: str, manifests: dict) -> dict:
+def datasheet(out: Path, model, seed: int, command: str, manifests: dict, plan: dict) -> dict:
     """Measure every split and write ``datasheet.json``, ``DATASHEET.md`` and the sample grids."""
     from .dataset import SynthDataset
     from ..sheets import save_image, tile
     first = next(iter(manifests.values()))
-    sheet = {"kind": KIND, "model": {**first["model"], "source": _source(model)}, "seed": int(seed),
+    sheet = {"kind": KIND, "complete": True,
+             "plan": {"seed": int(seed), "splits": {k: {"n": n, "design": d.to_json()} for k, (n, d) in plan.items()}},
+             "model": {**first["model"], "source": _source(model)}, "seed": int(seed),
              "command": command, "backend": first["backend"], "class_names": first["class_names"], "splits": {}}
     for name, m in manifests.items():
         design = parse_design(m["design"])  # resolved when written: class ids throughout
@@ -141,8 +177,7 @@ def datasheet(out: Path, model, seed: int, command: str, manifests: dict) -> dic
             "label_counts": {str(c): int((y == c).sum()) for c in design.classes},
             "factors": factors,
         }
-    with _io.atomic_path(out / DATASHEET) as tmp:
-        Path(tmp).write_text(json.dumps(sheet, indent=1) + "\n")
+    _write_json(out / DATASHEET, sheet)
     with _io.atomic_path(out / DATASHEET_MD) as tmp:
         Path(tmp).write_text(markdown(sheet))
     return sheet
@@ -195,6 +230,8 @@ def read_datasheet(root) -> dict:
     sheet = json.loads(path.read_text())
     if sheet.get("kind") != KIND:
         raise ValueError(f"{path}: not a pycgn benchmark datasheet")
+    if not sheet.get("complete"):
+        raise ValueError(f"{root}: the benchmark is not complete; rerun its pycgn benchmark make command")
     return sheet
 
 
