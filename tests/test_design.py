@@ -254,3 +254,42 @@ def test_imagenet_cgn_on_a_class_subset(tmp_path):
                for lab in labels)
     assert sheet["splits"]["train"]["factors"]["texture"]["measured_agreement"] == 1.0
     assert ds[0][0].shape == (3, 16, 16)
+
+
+# --- group evaluation ----------------------------------------------------------------------------
+
+def test_group_evaluation_scores_every_split_and_group(model, bench):
+    from pycgn.groups import evaluate_benchmark, markdown
+    r = evaluate_benchmark(bench, epochs=1, counterfactuals=40, model=model, min_group=2)
+    assert r["n_train"] == 64 and r["n_counterfactuals"] == 40
+    anti = r["splits"]["anti"]["biased"]  # its classes 2, 5, 7 are a subset of train's: scored
+    assert {g["label"] for g in anti["groups"]} == {2, 5, 7} and all(g["texture"] == "differs"
+                                                                      for g in anti["groups"])
+    for name in ("train", "test"):
+        for clf in ("biased", "counterfactual"):
+            s = r["splits"][name][clf]
+            assert sum(g["n"] for g in s["groups"]) == s["n"]
+            # the overall accuracy is the groups' accuracies weighted by their sizes
+            assert s["accuracy"] == pytest.approx(sum(g["n"] * g["accuracy"] for g in s["groups"]) / s["n"],
+                                                  abs=1e-3)
+            big = [g["accuracy"] for g in s["groups"] if g["n"] >= 2]
+            assert s["worst_group_accuracy"] == min(big)
+            assert all(set(g) == {"label", "texture", "bg", "n", "accuracy"} for g in s["groups"])
+    md = markdown(r)
+    assert md.count("\n| ") == 1 + 3 and "| train | 64 |" in md
+    with pytest.raises(ValueError, match="no split 'nope'"):
+        evaluate_benchmark(bench, train="nope", model=model)
+
+
+def test_cli_makes_and_evaluates_a_benchmark(model, tmp_path, capsys):
+    from pycgn.cli import main
+    path = pycgn.save(model, tmp_path / "m.pt")
+    out = tmp_path / "b"
+    assert main(["benchmark", "make", "--model", str(path), "--out", str(out), "--backend", "torch", "--device",
+                 "cpu", "--split", "train:24:texture=agree:1.0", "--split", "test:16:texture=uniform",
+                 "--quiet"]) == 0
+    assert read_datasheet(out)["splits"]["train"]["factors"]["texture"]["measured_agreement"] == 1.0
+    assert main(["benchmark", "evaluate", str(out), "--epochs", "1", "--counterfactuals", "8", "--quiet"]) == 0
+    assert "| test | 16 |" in capsys.readouterr().out
+    assert json.loads((out / "groups.json").read_text())["splits"]["test"]["biased"]["n"] == 16
+    assert (out / "GROUPS.md").is_file()
