@@ -293,3 +293,36 @@ def test_cli_makes_and_evaluates_a_benchmark(model, tmp_path, capsys):
     assert "| test | 16 |" in capsys.readouterr().out
     assert json.loads((out / "groups.json").read_text())["splits"]["test"]["biased"]["n"] == 16
     assert (out / "GROUPS.md").is_file()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_benchmark_and_rerun_gives_the_uninterrupted_benchmark(model, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    path = pycgn.save(model, tmp_path / "m.pt")
+    args = ["--model", str(path), "--backend", "torch", "--device", "cpu", "--shard-size", "16", "--quiet",
+            "--split", "train:96:texture=agree:0.9", "--split", "test:64:texture=uniform"]
+
+    def cli(out):
+        return [sys.executable, "-m", "pycgn", "benchmark", "make", "--out", str(out), *args]
+    assert subprocess.run(cli(tmp_path / "ref"), capture_output=True).returncode == 0
+    out, kills = tmp_path / "run", 0
+    for delay in (0.0, 0.3, 0.8):  # kill at a few moments after the first shard lands
+        p = subprocess.Popen(cli(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while p.poll() is None and not list(out.glob("*/shard-*")):
+            time.sleep(0.05)
+        time.sleep(delay)
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+            kills += 1
+        p.wait()
+    assert kills >= 1
+    r = subprocess.run(cli(out), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for split in ("train", "test"):
+        assert _shards(out / split) == _shards(tmp_path / "ref" / split)
+    ref, got = read_datasheet(tmp_path / "ref"), read_datasheet(out)
+    assert got["splits"] == ref["splits"]
