@@ -20,7 +20,7 @@ from .evaluate import accuracy, fit_classifier
 
 def load_split(root, split: str) -> tuple[torch.Tensor, dict[str, np.ndarray], dict]:
     """(images uint8 (N, H, W, 3), label columns, manifest) of a benchmark split."""
-    from .data.stream import BenchmarkSplit
+    from .synth.stream import BenchmarkSplit
     from .synth.benchmark import split_labels
     ds = BenchmarkSplit(root, split, verify=False)
     if ds.format == "npz":

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ..synth.dataset import SynthDataset
+from .dataset import SynthDataset
 
 
 def _labels(draw_arrays: dict, j: int, label: str) -> dict:
@@ -33,7 +33,7 @@ class CounterfactualStream(IterableDataset):
                  backend: str = "torch", device: str = "cpu", batch_size: int = 256, transform=None):
         from .. import _checks
         from ..sampler import Sampler
-        from ..synth.design import parse_design, split_seed
+        from .design import parse_design, split_seed
         self.n = _checks.count("n", n)
         self.batch_size = _checks.count("batch_size", batch_size)
         if self.batch_size < 1:
@@ -51,7 +51,7 @@ class CounterfactualStream(IterableDataset):
     def from_benchmark(cls, root, split: str, model=None, device: str = "cpu", batch_size: int = 256,
                        transform=None) -> "CounterfactualStream":
         """The stream of a benchmark's split, as ``pycgn benchmark make`` wrote it."""
-        from ..synth.benchmark import read_datasheet, split_manifest
+        from .benchmark import read_datasheet, split_manifest
         sheet, m = read_datasheet(root), split_manifest(root, split)
         return cls(m["design"], m["n"], sheet["seed"], split, model or sheet["model"]["source"], m["backend"],
                    device, batch_size, transform)
@@ -73,8 +73,8 @@ class CounterfactualStream(IterableDataset):
             yield start, min(self.batch_size, self.n - start)
 
     def __iter__(self):
-        from ..synth.design import DesignSampler
-        from ..synth.engines import _Buffer, _fill
+        from .design import DesignSampler
+        from .engines import _Buffer, _fill
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         gen = self._generator()
@@ -101,7 +101,7 @@ class BenchmarkSplit(SynthDataset):
     design's label mechanism) beside ``shape``, ``texture`` and ``bg``."""
 
     def __init__(self, root, split: str, verify: bool = True, transform=None):
-        from ..synth.design import check_split_name
+        from .design import check_split_name
         from pathlib import Path
         super().__init__(Path(root) / check_split_name(split), verify=verify, transform=transform)
         design = self.manifest.get("design")
