@@ -10,7 +10,7 @@ import pycgn
 from conftest import random_mnist
 from pycgn.synth import synth
 from pycgn.synth.benchmark import benchmark, read_datasheet
-from pycgn.synth.design import Design, Rule, parse_design, parse_split, read_splits, split_seed
+from pycgn.synth.design import RULES, Design, Rule, parse_design, parse_split, read_splits, split_seed
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +97,29 @@ def test_hostile_design_text_is_parsed_or_refused_in_one_clear_error(text):
     for r in d.rules.values():
         assert r.kind in ("uniform", "agree", "permute", "fixed", "subset")
         assert r.p is None or 0.0 <= r.p <= 1.0
+
+
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 2000), st.floats(allow_nan=True),
+                   st.text(max_size=8), st.lists(st.integers(-2, 12), max_size=4))
+_RULES = st.one_of(_VALUES, st.dictionaries(st.sampled_from(["rule", "p", "class", "classes", "permutation", "x"]),
+                                            st.one_of(_VALUES, st.sampled_from(RULES)), max_size=4))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["label", "classes", "shape", "texture", "bg", "colour"]), _RULES, max_size=5))
+def test_hostile_json_designs_resolve_or_are_refused_naming_the_field(spec):
+    gen = _CACHE.get("gen") or _CACHE.setdefault("gen", pycgn.Generator(random_mnist(7), backend="torch",
+                                                                          device="cpu"))
+    try:
+        d = parse_design(spec).resolve(gen)
+    except ValueError as e:
+        assert "design" in str(e) and "\n" not in str(e), str(e)
+        return
+    c = d.draw(0, np.arange(50))
+    assert all(((v >= 0) & (v < 10)).all() for v in c.values())
+
+
+_CACHE = {}  # one Generator for every example: hypothesis runs the test body hundreds of times
 
 
 # --- the draws ---------------------------------------------------------------------------------

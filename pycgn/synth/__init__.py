@@ -59,11 +59,14 @@ def _progress_bar(total: int, initial: int, quiet: bool):
                 disable=quiet or not sys.stderr.isatty(), desc="pycgn synth")
 
 
-def _canonical_command(model, n, out, k, fmt, shard_size, seed) -> str:
+def _canonical_command(model, n, out, k, fmt, shard_size, seed, design=None) -> str:
     src = model if isinstance(model, (str, os.PathLike)) else getattr(getattr(model, "info", None), "source", "")
     args = ["pycgn", "synth", "--model", os.fspath(src) or "<in-memory model>", "--n", str(n),
             "--counterfactuals", str(k), "--out", os.fspath(out), "--format", fmt, "--shard-size",
             str(shard_size), "--seed", str(seed)]
+    if design is not None:
+        from .benchmark import design_text
+        args += ["--design", design_text(design)]
     return shlex.join(args)
 
 
@@ -148,7 +151,7 @@ def synth(model="colored_mnist", n: int = 10000, out="synth", counterfactuals: i
         plan = Plan(n, shard_size, format)
         manifest = {
             "kind": KIND, "format_version": FORMAT_VERSION, "pycgn_version": __version__,
-            "command": command or _canonical_command(model, n, out, k, format, shard_size, seed),
+            "command": command or _canonical_command(model, n, out, k, format, shard_size, seed, design),
             "model": {"name": info.variant, "sha256": info.sha256},
             "seed": int(seed), "n": n, "counterfactuals": k, "format": format, "shard_size": shard_size,
             "backend": backend_used, "device": gen.device.type,
