@@ -316,6 +316,14 @@ def test_cli_makes_and_evaluates_a_benchmark(model, tmp_path, capsys):
     assert "| test | 16 |" in capsys.readouterr().out
     assert json.loads((out / "groups.json").read_text())["splits"]["test"]["biased"]["n"] == 16
     assert (out / "GROUPS.md").is_file()
+    assert main(["synth", "--model", str(path), "--n", "8", "--out", str(tmp_path / "s"), "--backend", "torch",
+                 "--device", "cpu", "--design", "texture=agree:1.0", "--quiet"]) == 0
+    man = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert man["design"]["texture"] == {"rule": "agree", "p": 1.0} and "--design" in man["command"]
+    capsys.readouterr()
+    assert main(["synth", "--model", str(path), "--n", "8", "--out", str(tmp_path / "s2"),
+                 "--design", "texture=agree:2"]) == 2
+    assert capsys.readouterr().err.strip() == "pycgn synth: error: design.texture: p must be in [0, 1], got '2'"
 
 
 @pytest.mark.slow
