@@ -76,6 +76,9 @@ def test_json_file_and_command_line_give_the_same_design(tmp_path, gen):
     splits = read_splits(f)
     assert splits["train"] == (10, parse_design("classes=1|2|3,texture=agree:0.9,bg=subset:1|2"))
     assert splits["anti"][1].resolve(gen) == parse_design("classes=1|2|3,texture=permute:1.0:2|3|1").resolve(gen)
+    for text in ("texture=agree:0.9,bg=subset:1|2", "classes=1|2|3,texture=permute:1.0:2|3|1,bg=fixed:2",
+                 "label=bg,shape=uniform"):
+        assert parse_design(parse_design(text).text()) == parse_design(text)  # the text form round-trips
     assert parse_split("val:7:texture=uniform") == ("val", 7, Design("shape", None, {"texture": Rule()}))
     for bad, words in (({"splits": {}}, "must hold"), ({"splits": {"a b": {"n": 1}}}, "split name"),
                        ({"splits": {"t": {"n": 1, "texture": {"rule": "agree", "p": 2}}}},
@@ -357,3 +360,15 @@ def test_sigkill_mid_benchmark_and_rerun_gives_the_uninterrupted_benchmark(model
         assert _shards(out / split) == _shards(tmp_path / "ref" / split)
     ref, got = read_datasheet(tmp_path / "ref"), read_datasheet(out)
     assert got["splits"] == ref["splits"]
+
+
+@pytest.mark.slow
+def test_colored_mnist_biased_classifier_collapses_and_counterfactuals_repair_it(tmp_path):
+    """The issue's bar on the shipped colored-MNIST CGN, smaller than the README's run (minutes)."""
+    from pycgn.groups import evaluate_benchmark
+    benchmark({"train": (4000, "texture=agree:0.99,bg=agree:0.99"), "test": (1000, "texture=uniform,bg=uniform")},
+              model="colored_mnist", out=tmp_path / "b", backend="torch", device="cpu", quiet=True)
+    r = evaluate_benchmark(tmp_path / "b", epochs=3)
+    train, test = r["splits"]["train"], r["splits"]["test"]
+    assert test["biased"]["accuracy"] < train["biased"]["accuracy"] - 0.4, r
+    assert test["counterfactual"]["accuracy"] >= 0.85, r

@@ -65,8 +65,7 @@ def _canonical_command(model, n, out, k, fmt, shard_size, seed, design=None) -> 
             "--counterfactuals", str(k), "--out", os.fspath(out), "--format", fmt, "--shard-size",
             str(shard_size), "--seed", str(seed)]
     if design is not None:
-        from .benchmark import design_text
-        args += ["--design", design_text(design)]
+        args += ["--design", design.text()]
     return shlex.join(args)
 
 

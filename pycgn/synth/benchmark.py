@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import _io
 from . import synth
-from .design import Design, check_split_name, parse_design, split_seed
+from .design import check_split_name, parse_design, split_seed
 from .format import MANIFEST
 
 DATASHEET = "datasheet.json"
@@ -102,25 +102,8 @@ def _canonical_command(model, out, seed, plan, fmt, shard_size) -> str:
     args = ["pycgn", "benchmark", "make", "--model", os.fspath(src) or "<in-memory model>", "--out",
             os.fspath(out), "--seed", str(seed), "--format", fmt, "--shard-size", str(shard_size)]
     for name, (n, d) in plan.items():
-        args += ["--split", f"{name}:{n}:{design_text(d)}"]
+        args += ["--split", f"{name}:{n}:{d.text()}"]
     return shlex.join(args)
-
-
-def design_text(d: Design) -> str:
-    """The command-line form of a design (``texture=agree:0.99,...``)."""
-    parts = [f"label={d.label}"]
-    if d.classes is not None:
-        parts.append("classes=" + "|".join(map(str, d.classes)))
-    for mech, r in d.rules.items():
-        text = r.kind
-        if r.kind in ("agree", "permute"):
-            text += f":{r.p}" + (":" + "|".join(map(str, r.classes)) if r.classes else "")
-        elif r.kind == "fixed":
-            text += f":{r.classes[0]}"
-        elif r.kind == "subset":
-            text += ":" + "|".join(map(str, r.classes))
-        parts.append(f"{mech}={text}")
-    return ",".join(parts)
 
 
 def split_labels(root) -> dict[str, np.ndarray]:

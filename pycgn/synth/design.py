@@ -82,6 +82,20 @@ class Design:
     def __str__(self) -> str:
         return json.dumps(self.to_json(), separators=(",", ":"))
 
+    def text(self) -> str:
+        """The command-line form, ``label=shape,texture=agree:0.99,...`` (``parse_design`` reads it)."""
+        parts = [f"label={self.label}"]
+        if self.classes is not None:
+            parts.append("classes=" + "|".join(map(str, self.classes)))
+        for mech, r in self.rules.items():
+            text = r.kind
+            if r.kind in _WITH_P:
+                text += f":{r.p}" + (":" + "|".join(map(str, r.classes)) if r.classes else "")
+            elif r.kind in ("fixed", "subset"):
+                text += ":" + "|".join(map(str, r.classes))
+            parts.append(f"{mech}={text}")
+        return ",".join(parts)
+
     # --- binding to a model -------------------------------------------------------------------
     def resolve(self, gen) -> "Design":
         """This design with every class an id of ``gen``'s model (names looked up, ids checked)."""
