@@ -21,8 +21,11 @@ from . import _checks
 # Stream ids: part of the format, shared with the C++ sampler (include/pycgn/sampler.h). Never
 # renumber. 0-7: every CGN's latents, classes and crop offsets. 16-18: the ImageNet CGN's truncated
 # noise (pycgn.models.imagenet.truncated_normal; 16 also serves texture and background when the
-# noise is shared, as in the published code). 8-15 are free for this module.
+# noise is shared, as in the published code). 8-10: a dataset design's classes
+# (pycgn.synth.design: the label, the agree/permute coin and the other class, one column per
+# mechanism). 11-15 are free.
 U_SHAPE, U_TEXTURE, U_BG, Y_SHAPE, Y_TEXTURE, Y_BG, FG_OFFSET, BG_OFFSET = range(8)
+DESIGN_LABEL, DESIGN_COIN, DESIGN_CLASS = 8, 9, 10
 U_TRUNC, U_TRUNC_TEXTURE, U_TRUNC_BG = 16, 17, 18
 SEED_MAX = 2**64 - 1
 

@@ -120,6 +120,8 @@ BAD_VALUE = {
     "evaluate": (["invariance", "--model", "nosuchmodel"], "model must be one of"),
     "cache": (["--clear", "now"], "unrecognized arguments"),
     "explore": (["--port", "70000"], "--port must be in 0..65535"),
+    "benchmark": (["make", "--out", "{tmp}/b", "--split", "train:10:texture=agree:1.5"],
+                  "--split train.texture: p must be in [0, 1]"),
 }
 
 

@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "images",      # generate, grid, interpolate, info
     "export",      # export
     "synth",       # synth
+    "benchmark",   # benchmark make, benchmark evaluate
     "train",       # train
     "evaluate",    # evaluate
     "cache",       # cache

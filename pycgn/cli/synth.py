@@ -18,7 +18,7 @@ def _cmd_synth(args) -> int:
         synth(model=args.model, n=args.n, out=args.out, counterfactuals=args.counterfactuals,
               format=args.format, shard_size=args.shard_size, seed=args.seed, backend=args.backend,
               device=args.device, batch_size=args.batch_size, workers=args.workers, engine=args.engine,
-              ray_address=args.ray_address, quiet=args.quiet,
+              ray_address=args.ray_address, quiet=args.quiet, design=args.design,
               command=shlex.join(["pycgn", *argv]) if argv else None)
     except SynthError as e:
         print(f"pycgn synth: error: {' '.join(str(e).split())}", file=sys.stderr)
@@ -50,5 +50,8 @@ def register(sub) -> None:
                    help="local processes or Ray actors (default: 1 local; one per CPU on Ray)")
     p.add_argument("--engine", default="local", choices=ENGINES, help="local or ray (default: local)")
     p.add_argument("--ray-address", default=None, help="address of an existing Ray cluster (default: start one)")
+    p.add_argument("--design", default=None, metavar="MECH=RULE,...",
+                   help="draw the classes from a dataset design, e.g. texture=agree:0.9,bg=uniform (see pycgn "
+                        "benchmark make; default: every class uniform)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.set_defaults(func=_cmd_synth)

@@ -7,6 +7,8 @@ from importlib import import_module
 _LAZY = {
     # name -> submodule that defines it
     "SynthDataset": "pycgn.synth.dataset",
+    "CounterfactualStream": "pycgn.synth.stream",
+    "BenchmarkSplit": "pycgn.synth.stream",
     "MnistSplit": "pycgn.data.mnist",
     "build_mnist": "pycgn.data.mnist",
     "load_digits": "pycgn.data.mnist",

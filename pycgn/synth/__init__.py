@@ -34,6 +34,7 @@ from pathlib import Path
 from .. import _checks
 from .._version import __version__
 from . import store
+from .design import make_sampler
 from .engines import DEFAULT_BATCH, LAST_RUN, MIN_BATCH, ray_session, run_local, run_processes, run_ray
 from .format import (ARRAYS, FORMAT_VERSION, FORMATS, INPUTS, KIND, LABELS, MANIFEST, Plan, files_sha256,
                      shard_sha256)
@@ -58,11 +59,13 @@ def _progress_bar(total: int, initial: int, quiet: bool):
                 disable=quiet or not sys.stderr.isatty(), desc="pycgn synth")
 
 
-def _canonical_command(model, n, out, k, fmt, shard_size, seed) -> str:
+def _canonical_command(model, n, out, k, fmt, shard_size, seed, design=None) -> str:
     src = model if isinstance(model, (str, os.PathLike)) else getattr(getattr(model, "info", None), "source", "")
     args = ["pycgn", "synth", "--model", os.fspath(src) or "<in-memory model>", "--n", str(n),
             "--counterfactuals", str(k), "--out", os.fspath(out), "--format", fmt, "--shard-size",
             str(shard_size), "--seed", str(seed)]
+    if design is not None:
+        args += ["--design", design.text()]
     return shlex.join(args)
 
 
@@ -89,7 +92,8 @@ def _positive(name: str, value) -> int:
 def synth(model="colored_mnist", n: int = 10000, out="synth", counterfactuals: int = 1, format: str = "npz",
           shard_size: int = 10000, seed: int = 0, backend: str = "auto", device: str = "auto",
           batch_size: int | None = None, workers: int | None = None, engine: str = "local",
-          ray_address: str | None = None, quiet: bool = False, command: str | None = None) -> dict:
+          ray_address: str | None = None, quiet: bool = False, command: str | None = None,
+          design=None) -> dict:
     """Synthesize ``n`` counterfactual images with labels into the folder ``out``; returns the manifest.
 
     ``model``: shipped name, checkpoint path or ``MnistCGN``. ``counterfactuals`` K: sample ``i``
@@ -101,6 +105,8 @@ def synth(model="colored_mnist", n: int = 10000, out="synth", counterfactuals: i
     processes (default 1, which overlaps generation and writing with a thread) or Ray actors.
     ``engine``: ``local`` or ``ray`` (an existing cluster at ``ray_address`` or a local one).
     ``command``: the command line to record in the manifest (default: one equivalent to this call).
+    ``design``: draw the classes from a dataset design (``pycgn.synth.design``; a ``Design``, its
+    JSON dict or its ``texture=agree:0.9,...`` text) instead of uniformly; recorded in the manifest.
     Rerunning the same call resumes; a different call on a used folder raises ``ValueError``.
     """
     n = _positive("n", n)
@@ -119,6 +125,11 @@ def synth(model="colored_mnist", n: int = 10000, out="synth", counterfactuals: i
         raise ValueError("ray_address only applies to engine 'ray'")
     from ..sampler import Sampler
     Sampler(seed)  # checks the seed before any work
+    if design is not None:
+        from .design import parse_design
+        design = parse_design(design)
+        if k != 1:
+            raise ValueError("counterfactuals must be 1 with a design (the design draws every class)")
 
     t0 = time.perf_counter()
     out_path = Path(out)
@@ -129,6 +140,8 @@ def synth(model="colored_mnist", n: int = 10000, out="synth", counterfactuals: i
         backend = old.get("backend", "auto")  # resume with what made the first shards
     gen, backend_used = _pinned_generator(model, backend, device, batch_size)
     info = gen.info
+    if design is not None:
+        design = design.resolve(gen)
     with ray_session(ray_address) if engine == "ray" else nullcontext() as ray, \
             store.locked(store.prepare_out(out_path)):
         old = store.read_manifest(out_path)
@@ -137,13 +150,15 @@ def synth(model="colored_mnist", n: int = 10000, out="synth", counterfactuals: i
         plan = Plan(n, shard_size, format)
         manifest = {
             "kind": KIND, "format_version": FORMAT_VERSION, "pycgn_version": __version__,
-            "command": command or _canonical_command(model, n, out, k, format, shard_size, seed),
+            "command": command or _canonical_command(model, n, out, k, format, shard_size, seed, design),
             "model": {"name": info.variant, "sha256": info.sha256},
             "seed": int(seed), "n": n, "counterfactuals": k, "format": format, "shard_size": shard_size,
             "backend": backend_used, "device": gen.device.type,
             "image_size": gen.model.image_size, "class_names": list(info.class_names),
             "arrays": dict(ARRAYS), "complete": False, "shards": [],
         }
+        if design is not None:
+            manifest["design"] = design.to_json()
         if old is not None:
             diffs = store.differences(old, manifest)
             if diffs:
@@ -170,12 +185,12 @@ def synth(model="colored_mnist", n: int = 10000, out="synth", counterfactuals: i
                 pass
             elif engine == "ray":
                 run_ray(ray, gen.model, backend_used, gen.device.type, seed, k, plan, todo, batch_size,
-                        workers, out_path, done, bar.update)
+                        workers, out_path, done, bar.update, design)
             elif (workers or 1) > 1:
                 run_processes(gen.model, backend_used, gen.device.type, seed, k, plan, todo, batch_size,
-                              workers, out_path, done, bar.update)
+                              workers, out_path, done, bar.update, design)
             else:
-                run_local(gen, gen.sampler(seed, counterfactuals=k), plan, todo, batch_size, out_path,
+                run_local(gen, make_sampler(gen, seed, k, design), plan, todo, batch_size, out_path,
                           done, bar.update)
         finally:
             bar.close()

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .format import KIND, LABELS, MANIFEST, key_width, open_inside, sample_key, shard_sha256
+from .format import KIND, LABELS, MANIFEST, key_width, open_inside, read_record, sample_key, shard_sha256
 
 
 class SynthDataset(Dataset):
@@ -38,12 +38,7 @@ class SynthDataset(Dataset):
         path = self.root / MANIFEST
         if not path.is_file():
             raise FileNotFoundError(f"{self.root}: no {MANIFEST}; not a pycgn synth folder")
-        try:
-            m = json.loads(path.read_text())
-        except ValueError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from e
-        if not isinstance(m, dict) or m.get("kind") != KIND:
-            raise ValueError(f"{path}: not a pycgn synth manifest")
+        m = read_record(path, KIND, "not a pycgn synth manifest")
         if not m.get("complete"):
             raise ValueError(f"{self.root}: the synth run is not complete; rerun its command to finish it "
                              f"({m.get('command', '?')})")

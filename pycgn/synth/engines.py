@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .design import make_sampler
 from .format import INPUTS, LABELS, Plan, encode
 from .store import SynthError, store_shard
 
@@ -125,13 +126,13 @@ def run_local(gen, sampler, plan: Plan, todo, batch_size: int, out: Path, done, 
         raise failure[0]
 
 
-def _worker_main(model, backend, device, seed, k, plan, batch_size, threads, tasks, results, out):
+def _worker_main(model, backend, device, seed, k, plan, batch_size, threads, tasks, results, out, design):
     """One process of ``workers > 1``: pulls shard ids, reports progress and finished shards."""
     try:
         torch.set_num_threads(threads)
         from ..api import Generator
         gen = Generator(model, backend, device)
-        sampler = gen.sampler(seed, counterfactuals=k)
+        sampler = make_sampler(gen, seed, k, design)
         run_local(gen, sampler, plan, iter(tasks.get, None), batch_size, out,
                   done=lambda rec: results.put(("done", rec)),
                   progress=lambda m: results.put(("progress", m)))
@@ -140,7 +141,8 @@ def _worker_main(model, backend, device, seed, k, plan, batch_size, threads, tas
         results.put(("error", f"{type(e).__name__}: {e}"))
 
 
-def run_processes(model, backend, device, seed, k, plan, todo, batch_size, workers, out, done, progress):
+def run_processes(model, backend, device, seed, k, plan, todo, batch_size, workers, out, done, progress,
+                  design=None):
     """Shards ``todo`` made by ``workers`` spawned processes, each a ``run_local``."""
     import multiprocessing as mp
     ctx = mp.get_context("spawn")  # fork would copy torch's thread pools and locks
@@ -151,7 +153,8 @@ def run_processes(model, backend, device, seed, k, plan, todo, batch_size, worke
         tasks.put(None)
     threads = max(1, torch.get_num_threads() // workers)
     procs = [ctx.Process(target=_worker_main, daemon=True,
-                         args=(model, backend, device, seed, k, plan, batch_size, threads, tasks, results, out))
+                         args=(model, backend, device, seed, k, plan, batch_size, threads, tasks, results, out,
+                               design))
              for _ in range(workers)]
     for p in procs:
         p.start()
@@ -188,11 +191,11 @@ def run_processes(model, backend, device, seed, k, plan, todo, batch_size, worke
 class _RayWorker:
     """A Ray actor: one Generator, makes whole shards and returns their encoded files."""
 
-    def __init__(self, model, backend, device, seed, k, plan, threads):
+    def __init__(self, model, backend, device, seed, k, plan, threads, design=None):
         torch.set_num_threads(threads)
         from ..api import Generator
         self.gen = Generator(model, backend, device)
-        self.sampler = self.gen.sampler(seed, counterfactuals=k)
+        self.sampler = make_sampler(self.gen, seed, k, design)
         self.plan = plan
         m = self.gen.model
         self.buf = _Buffer(min(plan.shard_size, plan.n), m.image_size, m.latent_dim)
@@ -243,7 +246,8 @@ def _lost_errors(ray) -> tuple:
                  if hasattr(e, name))
 
 
-def run_ray(ray, model, backend, device, seed, k, plan, todo, batch_size, workers, out, done, progress):
+def run_ray(ray, model, backend, device, seed, k, plan, todo, batch_size, workers, out, done, progress,
+            design=None):
     """Shards ``todo`` made by Ray actors (one per CPU unless ``workers``); this process writes them.
 
     A shard whose actor dies (its process or node lost) goes back to the queue and is made by a
@@ -258,7 +262,7 @@ def run_ray(ray, model, backend, device, seed, k, plan, todo, batch_size, worker
     # spread over the nodes: more memory bandwidth, and a lost node takes fewer actors with it
     cls = ray.remote(num_cpus=share, scheduling_strategy="SPREAD")(_RayWorker)
     model_ref = ray.put(model)
-    pool = {a: cls.remote(model_ref, backend, device, seed, k, plan, threads) for a in range(actors)}
+    pool = {a: cls.remote(model_ref, backend, device, seed, k, plan, threads, design) for a in range(actors)}
     lost, tries = _lost_errors(ray), {}
     pending: dict = {}  # result ref -> (actor number, shard id)
     todo = list(reversed(todo))

@@ -157,3 +157,15 @@ def _file_sha256(path: Path) -> str:
         while chunk := f.read(1 << 22):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_record(path: Path, kind: str, foreign: str) -> dict:
+    """A JSON record pycgn wrote (its ``kind`` is ``kind``); a ValueError naming the file otherwise,
+    ending in ``foreign`` when the file is JSON but not such a record."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("kind") != kind:
+        raise ValueError(f"{path}: {foreign}")
+    return data

@@ -22,7 +22,7 @@ from .format import KIND, MANIFEST, Plan, files_sha256, shard_sha256
 
 _TMP = re.compile(r"^\.(shard-\d+(\.npz|\.tar)?|manifest\.json)\..+\.tmp$")
 # settings that fix the bytes of the data; the rest (workers, batch size, engine) do not
-IDENTITY = ("seed", "n", "counterfactuals", "format", "shard_size", "backend", "device")
+IDENTITY = ("seed", "n", "counterfactuals", "format", "shard_size", "backend", "device", "design")
 
 
 class SynthError(RuntimeError):
@@ -126,8 +126,8 @@ def differences(old: dict, new: dict) -> list[str]:
         diffs.append(f"model weights {old.get('model', {}).get('sha256', '?')[:12]}... there, "
                      f"{new['model']['sha256'][:12]}... here")
     for k in IDENTITY:
-        if old.get(k) != new[k]:
-            diffs.append(f"{k} {old.get(k)!r} there, {new[k]!r} here")
+        if old.get(k) != new.get(k):  # design: absent without one
+            diffs.append(f"{k} {old.get(k)!r} there, {new.get(k)!r} here")
     return diffs
 
 
