@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import _checks, reference
+from ._memory import check_fits
 from .checkpoint import load
 from .sampler import Draw, Sampler
 
@@ -298,7 +299,7 @@ class Generator:
             seed = secrets.randbits(63)
         h = self.model.image_size
         per_image = h * h * (3 + 4 * (1 + 3 + 3) * return_parts)  # uint8 RGB (+ float32 mask, fg and bg)
-        _check_fits("n", count, per_image, self.device)
+        check_fits("n", count, per_image, self.device)
         sampler = self.sampler(seed)
         # Bounded batches: memory holds the output and one batch's activations, whatever n is.
         step = self.batch_size()
@@ -332,39 +333,6 @@ def _parts_as(parts: "Parts", output: str) -> "Parts":
             setattr(parts, f, _as_output(v, output) if f == "images" else
                     v if output == "torch" else v.cpu().numpy())
     return parts
-
-
-def _available_memory(device: torch.device) -> int | None:
-    """Bytes the output may take: free device memory on a GPU, MemAvailable on a Linux host."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _size(nbytes: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if nbytes < 1024 or unit == "PiB":
-            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1024
-
-
-def _check_fits(name: str, count: int, per_item: int, device: torch.device) -> None:
-    """Refuse up front a request whose output alone cannot fit, naming the size it would need."""
-    need = count * per_item
-    have = _available_memory(device)
-    if have is not None and need > have:
-        raise ValueError(f"{name}={count}: the output needs {_size(need)}, more than the {_size(have)} of "
-                         f"memory available; ask for fewer, or write a dataset with `pycgn synth`")
 
 
 def _as_output(images: torch.Tensor, output: str):

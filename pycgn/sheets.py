@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from ._io import atomic_path, check_replaceable
-from .api import MECHANISMS, _check_fits, _composite, get_generator
+from ._memory import check_fits
+from .api import MECHANISMS, _composite, get_generator
 
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
@@ -43,7 +44,7 @@ def tile(images, cols: int, pad: int = 2, scale: int = 1, fill: int = 255) -> np
     if max(height, width) > 2**31 - 1:
         raise ValueError(f"the sheet would be {width} x {height} pixels, more than an image file can hold; "
                          f"lower scale ({scale}) or cols ({cols})")
-    _check_fits("the sheet's size", 1, height * width * 3, torch.device("cpu"))
+    check_fits("the sheet's size", 1, height * width * 3, torch.device("cpu"))
     if scale > 1:
         images = images.repeat(scale, axis=1).repeat(scale, axis=2)
     sheet = np.full((height, width, 3), fill, dtype=np.uint8)
@@ -211,7 +212,7 @@ def interpolate(mechanism: str = "shape", start=0, end=1, steps: int = 8, rows: 
     if path is not None:
         check_writable(path)
     gen = get_generator(model, "torch", device, truncation)
-    _check_fits("rows x steps", rows * steps, 3 * gen.model.image_size ** 2 * 8, gen.device)  # + float32 parts
+    check_fits("rows x steps", rows * steps, 3 * gen.model.image_size ** 2 * 8, gen.device)  # + float32 parts
     a, b = gen.class_ids("start", start, 1), gen.class_ids("end", end, 1)
     for name, v in (("start", a), ("end", b)):
         if not isinstance(v, int):
