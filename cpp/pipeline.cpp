@@ -7,6 +7,7 @@
 #include <torch/script.h>
 
 #include <algorithm>
+#include <mutex>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -119,6 +120,19 @@ const char* device_name(Device device) {
   }
 }
 
+// MKL's vector math (tanh, exp, ...) sets itself up on its first call; when that call is split over
+// OpenMP threads, a thread may compute its chunk differently (by up to 4e-5), so the first batch of
+// a process could differ from the next with the same seed (seen as a flaky "same seed, same images").
+// A first call too small to split runs on this thread only, as pycgn/_ext.py does for Python.
+static void warm_vector_math() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const torch::NoGradGuard no_grad;
+    const torch::Tensor x = torch::full({8}, 0.5f);
+    (void)x.tanh(), (void)x.exp(), (void)x.log(), (void)x.sqrt(), (void)x.log1p(), (void)x.expm1();
+  });
+}
+
 struct Pipeline::Impl {
   ExportInfo info;
   PipelineOptions options;
@@ -175,6 +189,7 @@ Pipeline::Pipeline(const std::string& model_dir, PipelineOptions options) : impl
     sidecar::check_record(extra[kExtraFile], kNets[i], p.info.weights_sha256, p.files[i].string());
     p.nets[i].eval();
   }
+  warm_vector_math();
 }
 
 Pipeline::~Pipeline() = default;
