@@ -57,3 +57,22 @@ def same_view(t, device):
         return None
     flat = t.as_strided((t.untyped_storage().nbytes() // t.element_size(),), (1,), 0)
     return flat.to(device).as_strided(t.shape, t.stride(), t.storage_offset())
+
+
+def kill_after(cmd, started, delay: float, timeout: float = 60, **popen) -> bool:
+    """Run ``cmd``, wait until ``started()`` (or ``timeout``), then ``delay`` seconds more, and
+    SIGKILL it if it is still running: an interruption at an arbitrary moment. True if killed."""
+    import os
+    import signal
+    import subprocess
+    import time
+    p = subprocess.Popen(cmd, **popen)
+    t = time.monotonic()
+    while p.poll() is None and time.monotonic() - t < timeout and not started():
+        time.sleep(0.05)
+    time.sleep(delay)
+    killed = p.poll() is None
+    if killed:
+        os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    return killed

@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 import pycgn
 from conftest import random_mnist
+from _helpers import kill_after
 from pycgn.synth import synth
 from pycgn.synth.benchmark import benchmark, read_datasheet
 from pycgn.synth.design import RULES, Design, Rule, parse_design, parse_split, read_splits, split_seed
@@ -331,11 +332,8 @@ def test_cli_makes_and_evaluates_a_benchmark(model, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_sigkill_mid_benchmark_and_rerun_gives_the_uninterrupted_benchmark(model, tmp_path):
-    import os
-    import signal
     import subprocess
     import sys
-    import time
     path = pycgn.save(model, tmp_path / "m.pt")
     args = ["--model", str(path), "--backend", "torch", "--device", "cpu", "--shard-size", "16", "--quiet",
             "--split", "train:96:texture=agree:0.9", "--split", "test:64:texture=uniform"]
@@ -345,14 +343,8 @@ def test_sigkill_mid_benchmark_and_rerun_gives_the_uninterrupted_benchmark(model
     assert subprocess.run(cli(tmp_path / "ref"), capture_output=True).returncode == 0
     out, kills = tmp_path / "run", 0
     for delay in (0.0, 0.3, 0.8):  # kill at a few moments after the first shard lands
-        p = subprocess.Popen(cli(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while p.poll() is None and not list(out.glob("*/shard-*")):
-            time.sleep(0.05)
-        time.sleep(delay)
-        if p.poll() is None:
-            os.kill(p.pid, signal.SIGKILL)
-            kills += 1
-        p.wait()
+        kills += kill_after(cli(out), lambda: list(out.glob("*/shard-*")), delay,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert kills >= 1
     r = subprocess.run(cli(out), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -3,10 +3,8 @@ import errno
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import pytest
 import torch
 
 import pycgn
+from _helpers import kill_after
 from pycgn import synth as S
 from pycgn.api import Generator
 from pycgn.data import SynthDataset
@@ -191,18 +190,8 @@ def test_resume_after_sigkill_gives_the_uninterrupted_dataset(ckpt, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     kills = 0
     for delay in (0.0, 0.4, 1.5):
-        p = subprocess.Popen(_cli(ckpt, out, n, shard), env=env, cwd=ROOT)
-        t = time.monotonic()
-        # wait until it has started writing (or a fixed delay), then kill at an arbitrary moment
-        while p.poll() is None and time.monotonic() - t < 60:
-            if (out / "manifest.json").exists():
-                break
-            time.sleep(0.05)
-        time.sleep(delay)
-        if p.poll() is None:
-            os.kill(p.pid, signal.SIGKILL)
-            kills += 1
-        p.wait()
+        # wait until it has started writing, then kill at an arbitrary moment
+        kills += kill_after(_cli(ckpt, out, n, shard), (out / "manifest.json").exists, delay, env=env, cwd=ROOT)
         m = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").exists() else None
         if m and m["complete"]:
             break
