@@ -70,6 +70,7 @@ def pytest_report_header(config):
 # (`-m "not slow"`) stays within a few minutes. .ci/run runs them all.
 SLOW = {
     "test_api_imagenet.py::test_cli_generate",
+    "test_api_imagenet.py::test_exported_backends_against_eager",
     "test_cli.py::test_bad_arguments_exit_2_with_one_line",
     "test_cli.py::test_generate_writes_grid_png",
     "test_cli.py::test_grid_and_interpolate_and_info",
