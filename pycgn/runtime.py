@@ -52,8 +52,9 @@ blocks come from the heap and stay mapped for the next call: the process keeps i
 Large blocks allocated from threads other than the main one may still be mapped per call;
 onnxruntime is immune either way.
 
-Why one module of ~550 lines: every runner shares the ``Runner`` contract, the parity check
-against eager PyTorch and the export cache, and ``auto`` times the others; they change together.
+Why one module of ~750 lines: every runner shares the ``Runner`` contract (precision included),
+the parity check against eager PyTorch and the export cache, and ``auto`` times the others; they
+change together.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ when ``shared_noise`` (the published scheme: one noise vector for the three mech
 17 ``U_TRUNC_TEXTURE`` and 18 ``U_TRUNC_BG`` their own noise otherwise. Classes use the
 sampler's streams 3-5 over 1000 classes.
 
-Why one module of ~480 lines: the model, its sampling (truncated noise, class names) and its
+Why one module of ~560 lines: the model, its sampling (truncated noise, class names) and its
 strict loader of the published files are one format; the nets themselves are in ``biggan.py``
 and ``u2net.py``.
 """
