@@ -163,6 +163,13 @@ class Generator:
     def _forward(self, d: Draw):
         return self._runner(d.u_shape, d.shape, d.u_texture, d.texture, d.u_bg, d.bg)
 
+    def run(self, u_shape, y_shape, u_texture, y_texture, u_bg, y_bg):
+        """(mask, fg, bg) float32 on the device for explicit inputs, before the clamp and the crop.
+        On the ``torch`` backend ``y_*`` may be class vectors (N, n_classes): blends of one-hot
+        rows blend classes (``pycgn.sheets.interpolate``)."""
+        with self._lock, torch.inference_mode():
+            return self._runner(u_shape, y_shape, u_texture, y_texture, u_bg, y_bg)
+
     def images(self, draw: Draw, out: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 images (N, H, W, 3) for the inputs ``draw``, written into ``out`` if given."""
         d = draw.to(self.device)

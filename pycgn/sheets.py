@@ -255,8 +255,8 @@ def _blend(gen, draw, mechanism, a, b, alphas, steps):
     ends = F.one_hot(torch.tensor([a, b], device=alphas.device), k).float()
     vec[mechanism] = ((1 - alphas)[:, None] * ends[0] + alphas[:, None] * ends[1]).repeat(len(draw), 1)
     u = {m: getattr(draw, f"u_{m}").repeat_interleave(steps, 0) for m in MECHANISMS}
-    with gen._lock, torch.inference_mode():
-        mask, fg, bg = gen._runner(u["shape"], vec["shape"], u["texture"], vec["texture"], u["bg"], vec["bg"])
-        fo = draw.fg_offset.repeat_interleave(steps, 0)
-        bo = draw.bg_offset.repeat_interleave(steps, 0)
+    mask, fg, bg = gen.run(u["shape"], vec["shape"], u["texture"], vec["texture"], u["bg"], vec["bg"])
+    fo = draw.fg_offset.repeat_interleave(steps, 0)
+    bo = draw.bg_offset.repeat_interleave(steps, 0)
+    with torch.inference_mode():
         return _composite(mask, fg, bg, fo, bo, "uint8", "NHWC")

@@ -121,7 +121,7 @@ def _check_backend(cgn_path, backend, precision, truncation=None):
     m = pycgn.load(cgn_path, truncation=0.5 if truncation is None else truncation)
     with torch.no_grad():
         want = m(draw.u_shape, draw.shape, draw.u_texture, draw.texture, draw.u_bg, draw.bg)
-    got = gen._runner(draw.u_shape, draw.shape, draw.u_texture, draw.texture, draw.u_bg, draw.bg)
+    got = gen.run(draw.u_shape, draw.shape, draw.u_texture, draw.texture, draw.u_bg, draw.bg)
     errs = [(g - w).abs().max().item() for g, w in zip(got, want)]
     assert max(errs) <= (1e-4 if precision == "float32" else BF16_ATOL), errs
     ref = reference.generate(m, draw)["images"]

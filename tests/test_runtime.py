@@ -392,3 +392,22 @@ def test_onnxruntime_cuda_options_do_not_freeze_a_stream(monkeypatch, tmp_path):
     for opts in named.values():
         assert opts["device_id"] == 0
         assert not any("stream" in k for k in opts), opts
+
+
+def test_class_vectors_on_torch_blend_the_embeddings(model):
+    """Interpolation feeds class vectors: a one-hot row is its class exactly, a blend of two rows
+    blends the MNIST CGN's class embeddings (the published interpolation)."""
+    runner = rt.make_runner(model, backend="torch")
+    u, y = torch.randn(4, 32, generator=torch.Generator().manual_seed(2)), torch.tensor([0, 3, 9, 3])
+    one_hot = torch.nn.functional.one_hot(y, 10).float()
+    for a, b in zip(runner(u, y, u, y, u, y), runner(u, one_hot, u, one_hot, u, one_hot)):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    mix = 0.3 * torch.nn.functional.one_hot(torch.tensor([1] * 4), 10) + 0.7 * one_hot
+    emb = model.label_emb.weight.detach()
+    with torch.no_grad():
+        want = model.f_text1(torch.cat([u, 0.3 * emb[1] + 0.7 * emb[y]], 1))
+    torch.testing.assert_close(runner(u, y, u, mix.float(), u, y)[1], want, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"y_bg must be class ids \(N,\) or class vectors \(N, 10\)"):
+        runner(u, y, u, y, u, torch.zeros(4, 9))
+    with pytest.raises(TypeError, match="y_shape must be an integer tensor"):  # exports take ids only
+        rt.make_runner(model, backend="torchscript")(u, one_hot, u, y, u, y)
