@@ -8,12 +8,13 @@ import textwrap
 
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 import pycgn
 import importlib
 
 ex = importlib.import_module("pycgn.export")  # the module, even if pycgn re-exports a function named export
-from pycgn import runtime as rt
+from pycgn import _checks, runtime as rt
 from pycgn.checkpoint import weights_sha256
 from conftest import published, random_mnist as _random_model
 
@@ -411,3 +412,16 @@ def test_class_vectors_on_torch_blend_the_embeddings(model):
         runner(u, y, u, y, u, torch.zeros(4, 9))
     with pytest.raises(TypeError, match="y_shape must be an integer tensor"):  # exports take ids only
         rt.make_runner(model, backend="torchscript")(u, one_hot, u, y, u, y)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(max_size=12), st.integers(), st.floats(), st.none(), st.lists(st.text(max_size=3)),
+                 st.sampled_from(["float32", "bfloat16", "float16", "Float32", " bfloat16", "fp16"])))
+def test_any_precision_value_is_accepted_or_named(value):
+    for device in ("cpu", "cuda"):
+        try:
+            got = _checks.precision(value, device)
+        except ValueError as e:
+            assert str(e).startswith("precision ")  # the argument is named, whatever the value
+            continue
+        assert got == value and value in rt.PRECISIONS and (value != "float16" or device == "cuda")
