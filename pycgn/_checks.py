@@ -4,15 +4,16 @@ from __future__ import annotations
 import torch
 
 # every entry point's backend names (runtime.make_runner explains them); here so the CLI's help
-# can list them without importing the runtime, which needs onnx
+# can list them without importing the runtime, which needs onnx. Deprecated names map to the
+# (backend, precision) they stand for.
+DEPRECATED_BACKENDS = {"torch-bf16": ("torch", "bfloat16")}
 BACKENDS = ("torch", "torch-bf16", "torch.compile", "torchscript", "onnxruntime")
-BACKEND_HELP = f"auto, {', '.join(BACKENDS)} (default: auto; torch-bf16 is deprecated: --precision bfloat16)"
+BACKEND_HELP = (f"auto, {', '.join(b for b in BACKENDS if b not in DEPRECATED_BACKENDS)} (default: auto; "
+                f"torch-bf16 is deprecated: --backend torch --precision bfloat16)")
 # the number formats the nets can run in (runtime.make_runner says which backend takes which);
 # float32 is the default everywhere and gives the reference images
 PRECISIONS = ("float32", "bfloat16", "float16")
 PRECISION_HELP = "float32, bfloat16 or float16 (CUDA only) (default: float32)"
-# deprecated backend names -> (backend, precision) they stand for
-DEPRECATED_BACKENDS = {"torch-bf16": ("torch", "bfloat16")}
 
 
 def backend_alias(backend, precision: str) -> tuple:
