@@ -142,6 +142,11 @@ def test_exported_backends_against_eager(cgn_path, backend):
     _check_backend(cgn_path, backend, "float32")
     # the truncation is fixed in the exported files: another one is another cache entry
     _check_backend(cgn_path, backend, "float32", truncation=0.8)
+    if backend == "torchscript":  # an export at another truncation is refused, naming its sidecar
+        other = rt.cached_export(pycgn.load(cgn_path, truncation=0.8), "torchscript")
+        with pytest.raises(ValueError, match=r"pycgn_export\.json: exported with truncation 0\.8, the model runs "
+                                             r"with 0\.5"):
+            rt.make_runner(pycgn.load(cgn_path), backend="torchscript", export_dir=other)
     if backend == "onnxruntime":  # cached now: auto considers it
         gen = pycgn.Generator(cgn_path, backend="auto", device="cpu")
         assert isinstance(gen._runner, rt.AutoRunner) and set(gen._runner.candidates) >= {"onnxruntime", "torch"}
