@@ -35,7 +35,8 @@ def precision(value, device) -> str:
     """A precision name checked against ``PRECISIONS`` and the device (float16: CUDA only)."""
     if not isinstance(value, str) or value not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
-    if value == "float16" and torch.device(device).type != "cuda":
+    where = device.type if isinstance(device, torch.device) else str(device)
+    if value == "float16" and not where.startswith(("cuda", "auto")):  # auto: checked once resolved
         raise ValueError(f"precision 'float16' needs a CUDA device (CPUs emulate it slowly), device is "
                          f"{device}; use precision 'bfloat16' on a CPU")
     return value
