@@ -1,15 +1,15 @@
 #!/usr/bin/env python
-"""The ``torch-bf16`` backend against float32: how far its images are, and how much faster it is.
+"""``precision="bfloat16"`` against float32: how far its images are, and how much faster it is.
 
     python benchmarks/bf16.py                    # writes benchmarks/results/bf16.md
     python benchmarks/bf16.py --n 2000 --out -   # quicker, to stdout
     python benchmarks/bf16.py --quick --out /tmp/b.md   # a smoke run, under a minute
 
 Fidelity: for each shipped model, ``--n`` images from the seeded sampler made with ``torch``
-(float32, eager) and with ``torch-bf16``; the table gives the absolute difference of the uint8
+(float32, eager) and with ``torch`` in bfloat16; the table gives the absolute difference of the uint8
 values (mean, 99.9th percentile, max) and the share of values that differ at all.
 Speed: the three generator nets at batch ``--batch`` for ``onnxruntime`` and ``torch`` (float32)
-and ``torch-bf16``, taking turns, best of ``--rounds``; beside them the machine's best float32 and
+and every backend that computes in bfloat16 (``torch``, and ``aoti`` when the runtime has it), taking turns, best of ``--rounds``; beside them the machine's best float32 and
 bfloat16 matmul rates (``torch.mm`` 2048^2), the limits the nets' FLOP rate is a fraction of.
 """
 from __future__ import annotations
@@ -26,11 +26,14 @@ import pycgn
 from pycgn import runtime
 
 MODELS = ("colored_mnist", "double_colored_mnist", "wildlife_mnist")
-CANDIDATES = ("onnxruntime", "torch", "torch-bf16")
+# row name -> (backend, precision); rows of a backend this runtime lacks are left out
+CANDIDATES = {"onnxruntime": ("onnxruntime", "float32"), "torch": ("torch", "float32"),
+              "torch bfloat16": ("torch", "bfloat16"), "aoti bfloat16": ("aoti", "bfloat16")}
 
 
 def fidelity(model: str, n: int, chunk: int = 1000) -> dict:
-    ref, low = pycgn.Generator(model, backend="torch"), pycgn.Generator(model, backend="torch-bf16")
+    ref = pycgn.Generator(model, backend="torch")
+    low = pycgn.Generator(model, backend="torch", precision="bfloat16")
     sampler = ref.sampler(0)
     diffs = []
     for a in range(0, n, chunk):
@@ -44,8 +47,8 @@ def fidelity(model: str, n: int, chunk: int = 1000) -> dict:
 def speed(batch: int, rounds: int) -> dict:
     model = pycgn.load("colored_mnist")
     args = H.mnist_inputs(model, batch)
-    runners = {name: runtime.make_runner(model, name) for name in CANDIDATES
-               if name in runtime.available_backends()}
+    runners = {name: runtime.make_runner(model, b, precision=p) for name, (b, p) in CANDIDATES.items()
+               if b in runtime.backends_for(p)}
     with torch.inference_mode():
         times = H.interleave({name: (lambda r=r: r(*args)) for name, r in runners.items()},
                              min_rounds=rounds, max_rounds=rounds, turn_calls=3)
@@ -62,10 +65,10 @@ def main() -> int:
     args = p.parse_args()
     if args.quick:
         args.n, args.batch, args.rounds = 300, 32, 2
-    lines = [f"# `torch-bf16` against float32 ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
+    lines = [f"# `precision=\"bfloat16\"` against float32 ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
              H.machine_line(),
              f"Command: `python benchmarks/bf16.py --n {args.n} --batch {args.batch} --rounds {args.rounds}`", "",
-             f"## Fidelity: uint8 images, `torch-bf16` vs `torch` (float32), {args.n:,} images per model", ""]
+             f"## Fidelity: uint8 images, `torch` bfloat16 vs `torch` float32, {args.n:,} images per model", ""]
     rows = []
     for m in MODELS:
         f = fidelity(m, args.n)
@@ -79,7 +82,7 @@ def main() -> int:
     base = rates.get("onnxruntime") or rates["torch"]
     lines += H.table(["backend", "img/s", "vs onnxruntime", "GFLOP/s", "share of the matmul rate of its dtype"],
                      [[name, f"{r:.0f}", H.ratio(r / base), f"{r * flops / 1e9:.0f}",
-                       f"{100 * r * flops / (b16 if name == 'torch-bf16' else f32):.0f} %"]
+                       f"{100 * r * flops / (b16 if CANDIDATES[name][1] == 'bfloat16' else f32):.0f} %"]
                       for name, r in rates.items()])
     lines += ["", f"Matmul rates (`torch.mm` 2048^2): float32 {f32 / 1e9:.0f} GFLOP/s, "
               f"bfloat16 {b16 / 1e9:.0f} GFLOP/s."]

@@ -1,15 +1,19 @@
 #!/usr/bin/env python
-"""img/s of the full-size ImageNet CGN (3 x BigGAN-deep-256 + U^2-Net, random weights) per backend.
+"""img/s of the full-size ImageNet CGN (3 x BigGAN-deep-256 + U^2-Net, random weights) per backend
+and precision, side by side, through ``pycgn.runtime`` (what ``Generator`` and ``synth`` run).
 
     python benchmarks/imagenet.py                                   # -> benchmarks/results/imagenet.md
-    python benchmarks/imagenet.py --batches 1,8 --backends eager --out /tmp/i.md
-    python benchmarks/imagenet.py --quick --out /tmp/i.md          # a smoke run: batch 1, eager
+    python benchmarks/imagenet.py --batches 1,8 --backends eager --precisions float32 --out /tmp/i.md
+    python benchmarks/imagenet.py --quick --out /tmp/i.md          # a smoke run: batch 1, eager float32
 
 One sample = the shape net (pre-mask) + U^2-Net (mask) + texture net + background net +
 compositing to uint8 NHWC 256x256 (``pycgn.composite`` when the extension is built). Backends:
-``eager`` (``torch.inference_mode``) and ``onnxruntime`` (the three ONNX files of ``pycgn.export.export``,
-CPU execution provider, as many intra-op threads as torch uses). For each batch size the
-backends take turns (interleaved, so a shared machine's load hits both alike); after one
+``eager`` (runtime backend ``torch``), ``onnxruntime`` (the runtime's cached ONNX export, CPU
+execution provider) and ``aoti`` when this pycgn's runtime has it; each in every ``--precisions``
+it computes in (onnxruntime: float32 only). Exports come from the cache (``$PYCGN_CACHE_DIR``):
+the first run exports (minutes, reported apart), later runs load. Each row also gives how far its
+images are from eager float32's (max and mean uint8 levels), as ``benchmarks/bf16.py`` does.
+For each batch size the backends take turns (interleaved, so a shared machine's load hits both alike); after one
 warm-up call per backend, each gets ``--rounds`` timed calls and its best is kept (other
 processes can only slow a call down). Also reported: the useful FLOPs per image (counted with
 ``torch.utils.flop_counter`` on the meta device) and the achieved FLOP rate as a fraction of this
@@ -24,14 +28,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import _harness as H  # first: it makes this checkout's pycgn importable
 import torch
 
-from pycgn import export as pycgn_export, reference
+from pycgn import reference, runtime
 from pycgn.models import imagenet as inet
 
 
@@ -57,43 +60,25 @@ def composite_fn():
     return reference.composite, "pycgn.reference.composite"
 
 
-class Eager:
-    name = "eager"
-
-    def __init__(self, model):
-        self.model = model
-
-    def __call__(self, d):
-        with torch.inference_mode():
-            return self.model(d.u_shape, d.shape, d.u_texture, d.texture, d.u_bg, d.bg)
+BACKENDS = {"eager": "torch", "onnxruntime": "onnxruntime", "aoti": "aoti"}  # row name -> runtime backend
 
 
-class Ort:
-    name = "onnxruntime"
+class Run:
+    """One runtime runner on a draw: (mask, fg, bg)."""
 
-    def __init__(self, export_dir: Path, threads: int):
-        import json
-        import onnxruntime as ort
-        side = json.loads((export_dir / "pycgn_export.json").read_text())
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        self.sessions = {m: ort.InferenceSession(str(export_dir / side["files"][m]), opts,
-                                                 providers=["CPUExecutionProvider"])
-                         for m in inet.MECHANISMS}
+    def __init__(self, runner):
+        self.runner = runner
 
     def __call__(self, d):
-        out = []
-        for m, u, y in (("shape", d.u_shape, d.shape), ("texture", d.u_texture, d.texture),
-                        ("background", d.u_bg, d.bg)):
-            out.append(torch.from_numpy(self.sessions[m].run(None, {"u": u.numpy(), "y": y.numpy()})[0]))
-        return tuple(out)
+        return self.runner(d.u_shape, d.shape, d.u_texture, d.texture, d.u_bg, d.bg)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", default="1,2,4,8")
-    ap.add_argument("--backends", default="eager,onnxruntime")
+    ap.add_argument("--backends", default="eager,onnxruntime,aoti",
+                    help="eager, onnxruntime, aoti (rows for a backend this runtime lacks are left out)")
+    ap.add_argument("--precisions", default="float32,bfloat16")
     ap.add_argument("--rounds", type=int, default=1, help="timed calls per backend and batch (best kept)")
     ap.add_argument("--truncation", type=float, default=0.5)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
@@ -101,15 +86,19 @@ def main() -> int:
     ap.add_argument("--allocators", default="",
                     help="glibc,tcmalloc: one run (a fresh process) and section per allocator; "
                          "default: this process's allocator")
-    ap.add_argument("--quick", action="store_true", help="a smoke run: --batches 1 --backends eager, no warm-up (no ONNX export)")
+    ap.add_argument("--quick", action="store_true",
+                    help="a smoke run: --batches 1 --backends eager --precisions float32, no warm-up (no export)")
     ap.add_argument("--out", default=str(H.ROOT / "benchmarks" / "results" / "imagenet.md"))
     H.add_child_option(ap)
     args = ap.parse_args()
     if args.quick:
-        args.batches, args.backends = "1", "eager"
-    unknown = set(args.backends.split(",")) - {"eager", "onnxruntime"}
+        args.batches, args.backends, args.precisions = "1", "eager", "float32"
+    unknown = set(args.backends.split(",")) - set(BACKENDS)
     if unknown:
-        ap.error(f"--backends: unknown {','.join(sorted(unknown))}; expected eager and/or onnxruntime")
+        ap.error(f"--backends: unknown {','.join(sorted(unknown))}; expected some of {', '.join(BACKENDS)}")
+    bad = set(args.precisions.split(",")) - set(runtime.PRECISIONS)
+    if bad:
+        ap.error(f"--precisions: unknown {','.join(sorted(bad))}; expected some of {', '.join(runtime.PRECISIONS)}")
     allocators = [a for a in args.allocators.split(",") if a]
     if set(allocators) - {"glibc", "tcmalloc"}:
         ap.error(f"--allocators: expected glibc and/or tcmalloc, got {args.allocators!r}")
@@ -146,34 +135,45 @@ def measure(args) -> str:
     model = inet.ImagenetCGN(gt=False, truncation=args.truncation).to(device)
     print(f"model built in {time.perf_counter() - t:.0f} s", flush=True)
     runners, notes = {}, []
-    if "eager" in backends:
-        runners["eager"] = Eager(model)
-    tmp = None
-    if "onnxruntime" in backends and device.type == "cpu":
-        tmp = tempfile.TemporaryDirectory(prefix="pycgn-imagenet-bench-")
-        t = time.perf_counter()
-        pycgn_export.export(model, tmp.name, "onnx", truncation=args.truncation)
-        notes.append(f"ONNX export of the three mechanisms (dynamo, opset 20): {time.perf_counter() - t:.0f} s")
-        print(notes[-1], flush=True)
-        runners["onnxruntime"] = Ort(Path(tmp.name), threads)
+    have = runtime.backends_for
+    for name in backends:
+        for precision in args.precisions.split(","):
+            if BACKENDS[name] not in have(precision, device):
+                continue
+            label = name if precision == "float32" else f"{name}, {precision}"
+            t = time.perf_counter()
+            runners[label] = Run(runtime.make_runner(model, BACKENDS[name], device, precision=precision))
+            dt = time.perf_counter() - t
+            if dt > 5:  # an export or compile (or its cache check and load)
+                notes.append(f"{label}: runner made in {dt:.0f} s (export/compile on first use, else cache load "
+                             f"and parity check)")
+                print(notes[-1], flush=True)
+    missing = [b for b in backends if BACKENDS[b] not in runtime.available_backends()]
+    if missing:
+        notes.append(f"not in this runtime: {', '.join(missing)}")
     composite, comp_name = composite_fn()
 
     def sample(run, d):
         mask, fg, bg = run(d)
-        composite(mask, fg, bg, d.fg_offset, d.bg_offset, out_dtype="uint8", layout="NHWC")
+        return composite(mask, fg, bg, d.fg_offset, d.bg_offset, out_dtype="uint8", layout="NHWC")
 
     if not args.quick:  # (a smoke run's figures may include first-call costs)
         warm = inet.imagenet_draw(1, range(1), truncation=args.truncation).to(device)
         for r in runners.values():
             sample(r, warm)
-    rows = []
+    rows, dist = [], {}
     for n in batches:
         d = inet.imagenet_draw(0, range(n), truncation=args.truncation, shared_noise=False).to(device)
         times = H.interleave({name: (lambda run=run: sample(run, d)) for name, run in runners.items()},
                              min_rounds=args.rounds, max_rounds=args.rounds, warmup=0, device=device)
+        images = {name: sample(run, d).int() for name, run in runners.items()}
         for name, t in times.items():
             rows.append((name, n, t.best))
-            print(f"{name:12s} batch {n}: {t.best:.2f} s, {n / t.best:.3f} img/s", flush=True)
+            if "eager" in images:
+                diff = (images[name] - images["eager"]).abs().float()
+                dist[name, n] = f"{diff.max():.0f} / {diff.mean():.3f}"
+            print(f"{name:18s} batch {n}: {t.best:.2f} s, {n / t.best:.3f} img/s, levels from eager "
+                  f"{dist.get((name, n), '-')}", flush=True)
 
     base = {n: s for name, n, s in rows if name == "eager"}
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else alloc
@@ -184,12 +184,12 @@ def measure(args) -> str:
              f"(best float32 torch.mm {'8192' if device.type == 'cuda' else '2048'}^2, same process). "
              f"Best of {args.rounds} timed call(s) after {'no' if args.quick else 'one'} warm-up per backend; random weights, truncation "
              f"{args.truncation}. Command: {H.command()}.", ""]
-    lines += H.table(["backend", "batch", "s / batch", "img/s", "vs eager", "GFLOP/s", "of mm limit"],
+    lines += H.table(["backend", "batch", "s / batch", "img/s", "vs eager", "GFLOP/s", "of mm limit",
+                      "levels from eager (max / mean)"],
                      [[name, n, f"{s:.2f}", f"{n / s:.3f}", H.ratio(base[n] / s) if n in base else "-",
-                       f"{flops * n / s / 1e9:.1f}", H.share(flops * n / s / 1e9 / limit)] for name, n, s in rows])
+                       f"{flops * n / s / 1e9:.1f}", H.share(flops * n / s / 1e9 / limit), dist.get((name, n), "-")]
+                      for name, n, s in rows])
     lines += [""] + [f"- {x}" for x in notes] + [""]
-    if tmp is not None:
-        tmp.cleanup()
     return "\n".join(lines) + "\n"
 
 

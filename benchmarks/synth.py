@@ -8,7 +8,7 @@ Each candidate runs in a fresh subprocess on the same weights; the time is from 
   ``torch.save`` at the end), written here from the paper's description. Run with glibc's
   allocator and, at its best, with tcmalloc preloaded (``apt-get install libtcmalloc-minimal4``).
 - ``pycgn``: ``pycgn synth --format npz`` (default settings: float32, ``--backend auto``).
-- ``pycgn synth --backend torch-bf16``: bfloat16 generator nets (fast on AMX/AVX512-BF16 CPUs);
+- ``pycgn synth --precision bfloat16``: bfloat16 generator nets (fast on AMX/AVX512-BF16 CPUs);
   ``--no-bf16`` leaves it out.
 
     python benchmarks/synth.py --n 100000                    # the comparison (minutes)
@@ -103,7 +103,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint path or shipped model name")
     ap.add_argument("--only", choices=("published", "pycgn"), default=None)
-    ap.add_argument("--no-bf16", action="store_true", help="skip the --backend torch-bf16 candidate")
+    ap.add_argument("--no-bf16", action="store_true", help="skip the --precision bfloat16 candidate")
     ap.add_argument("--pycgn-args", default="", help="extra arguments for pycgn synth, e.g. '--batch-size 512'")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the candidates, interleaved")
     ap.add_argument("--json", default=None, help="write the results here")
@@ -141,7 +141,7 @@ def main() -> int:
         if have_tc and args.only is None:
             candidates.append(("pycgn synth, tcmalloc", "pycgn", "tcmalloc", []))
         if not args.no_bf16:
-            candidates.append(("pycgn synth --backend torch-bf16", "pycgn", "glibc", ["--backend", "torch-bf16"]))
+            candidates.append(("pycgn synth --precision bfloat16", "pycgn", "glibc", ["--precision", "bfloat16"]))
     results = {name: [] for name, *_ in candidates}
     work = Path(tempfile.mkdtemp(prefix="pycgn-bench-synth-"))
     turn = [0]

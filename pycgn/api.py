@@ -17,9 +17,10 @@ import torch
 from . import _checks, reference
 from ._memory import check_fits
 from .checkpoint import load
+from .models.base import CLASS_ARGS
 from .sampler import Draw, Sampler
 
-MECHANISMS = ("shape", "texture", "bg")
+MECHANISMS = CLASS_ARGS  # the public names of the mechanisms' class arguments (bg=, rows="bg"...)
 OUTPUTS = ("numpy", "torch", "pil")
 BATCH_PIXELS = 256 * 32 * 32  # pixels per batch in generate: 256 MNIST images, 4 of 256x256
 
@@ -48,33 +49,6 @@ def _composite(mask, fg, bg, fg_offset, bg_offset, out_dtype, layout, out=None):
             return out
         return images
     return composite(mask, fg, bg, fg_offset, bg_offset, out_dtype=out_dtype, layout=layout, out=out)
-
-
-class _EagerRunner:
-    name = "torch"
-    providers = ("torch-eager",)
-
-    def __init__(self, model):
-        self.model = model
-
-    def __call__(self, *inputs):
-        with torch.inference_mode():
-            return self.model(*inputs)
-
-
-def _make_runner(model, backend, device):
-    if getattr(model, "kind", "mnist_cgn") != "mnist_cgn":
-        if backend not in ("auto", "torch"):
-            raise ValueError(f"backend {backend!r} is not available for the {model.kind}; use 'torch' "
-                             "(or export it with pycgn.export.export)")
-        return _EagerRunner(model)
-    try:
-        from .runtime import make_runner
-    except ImportError:
-        if backend not in ("auto", "torch"):
-            raise ValueError(f"backend {backend!r} is not available in this install; use 'torch'") from None
-        return _EagerRunner(model)
-    return make_runner(model, backend=backend, device=device)
 
 
 @dataclass
@@ -113,22 +87,6 @@ class Parts:
         return f"Parts(n={len(self)}, {inner})"
 
 
-class _ImagenetSampler:
-    """The ImageNet CGN's draws (truncated noise, 1000 classes, zero offsets) behind the Sampler API."""
-
-    def __init__(self, model, seed: int, counterfactuals: int = 1):
-        self.model, self.seed, self.counterfactuals = model, seed, counterfactuals
-        model.sampler_draw(seed, [])  # validates the seed now rather than at the first draw
-
-    def draw(self, indices, shape=None, texture=None, bg=None) -> Draw:
-        return self.model.sampler_draw(self.seed, indices, shape=shape, texture=texture, bg=bg,
-                                       counterfactuals=self.counterfactuals)
-
-    def draw_n(self, n: int, start: int = 0, **classes) -> Draw:
-        n = _checks.count("n", n)
-        return self.draw(range(start, start + n), **classes)
-
-
 class Generator:
     """A CGN held on one device for many calls, without reloading.
 
@@ -137,28 +95,31 @@ class Generator:
     through PyTorch's intra-op threads, and the runtimes reuse internal buffers between calls).
     """
 
-    def __init__(self, model="colored_mnist", backend="auto", device="auto", truncation: float | None = None):
+    def __init__(self, model="colored_mnist", backend="auto", device="auto", truncation: float | None = None,
+                 precision: str = "float32"):
         self.device = _device(device)
+        _checks.precision(precision, self.device)  # before a model is loaded
         if isinstance(model, torch.nn.Module):
             self.model = model
             if truncation is not None:
-                if getattr(model, "kind", "") != "imagenet_cgn":
-                    raise ValueError("truncation applies to the ImageNet CGN only")
-                from .models.imagenet import _check_truncation
-                model.truncation = _check_truncation(truncation)
+                if not hasattr(model, "set_truncation"):
+                    raise TypeError(f"model must be an MnistCGN or ImagenetCGN, got {type(model).__name__}")
+                model.set_truncation(truncation)
         else:
             self.model = load(model, truncation=truncation)
         if not hasattr(self.model, "info"):
             from .checkpoint import ModelInfo, weights_sha256
-            self.model.info = ModelInfo(sha256=weights_sha256(self.model.state_dict()),
-                                        image_size=self.model.image_size)
+            self.model.info = ModelInfo(kind=self.model.kind, sha256=weights_sha256(self.model.state_dict()),
+                                        image_size=self.model.image_size,
+                                        class_names=tuple(self.model.class_names))
         self.model.to(self.device).eval()
-        self._runner = _make_runner(self.model, backend, self.device)
+        from .runtime import make_runner
+        self._runner = make_runner(self.model, backend=backend, device=self.device, precision=precision)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (f"Generator(model={self.info.variant!r}, kind={self.kind!r}, backend={self.backend!r}, "
-                f"device={str(self.device)!r}, sha256={self.info.sha256[:12]!r})")
+                f"precision={self.precision!r}, device={str(self.device)!r}, sha256={self.info.sha256[:12]!r})")
 
     @property
     def info(self):
@@ -171,6 +132,10 @@ class Generator:
     @property
     def backend(self) -> str:
         return self._runner.name
+
+    @property
+    def precision(self) -> str:
+        return self._runner.precision
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -192,15 +157,18 @@ class Generator:
         return chosen
 
     def sampler(self, seed: int, counterfactuals: int = 1) -> Sampler:
-        """The seeded sampler of this model's inputs (for the ImageNet CGN: truncated noise)."""
-        m = self.model
-        if self.kind == "imagenet_cgn":
-            return _ImagenetSampler(m, seed, counterfactuals)
-        return Sampler(seed, n_classes=m.n_classes, latent_dim=m.latent_dim, max_offset=m.image_size,
-                       counterfactuals=counterfactuals)
+        """The model's seeded sampler of its inputs (for the ImageNet CGN: truncated noise)."""
+        return self.model.sampler(seed, counterfactuals)
 
     def _forward(self, d: Draw):
         return self._runner(d.u_shape, d.shape, d.u_texture, d.texture, d.u_bg, d.bg)
+
+    def run(self, u_shape, y_shape, u_texture, y_texture, u_bg, y_bg):
+        """(mask, fg, bg) float32 on the device for explicit inputs, before the clamp and the crop.
+        On the ``torch`` backend ``y_*`` may be class vectors (N, n_classes): blends of one-hot
+        rows blend classes (``pycgn.sheets.interpolate``)."""
+        with self._lock, torch.inference_mode():
+            return self._runner(u_shape, y_shape, u_texture, y_texture, u_bg, y_bg)
 
     def images(self, draw: Draw, out: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 images (N, H, W, 3) for the inputs ``draw``, written into ``out`` if given."""
@@ -247,15 +215,7 @@ class Generator:
             if v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)):
                 return v
             if isinstance(v, str):
-                if self.kind == "imagenet_cgn":
-                    from .models.imagenet import class_id
-                    return class_id(v, name)
-                if v in names:
-                    return names.index(v)
-                if v.strip().lstrip("-").isdigit():
-                    return one(int(v))
-                raise ValueError(f"{name}: unknown class {v!r}; expected an id 0..{len(names) - 1} or one of "
-                                 f"{', '.join(names[:12])}{'...' if len(names) > 12 else ''}")
+                return self.model.class_id(v, name)
             raise TypeError(f"{name} must be a class id, a class name, a sequence of them or None, "
                             f"got {type(v).__name__}")
 
@@ -346,22 +306,26 @@ def _as_output(images: torch.Tensor, output: str):
 
 
 @lru_cache(maxsize=4)
-def _cached_generator(model, backend, device, truncation) -> Generator:
-    return Generator(model, backend=backend, device=device, truncation=truncation)
+def _cached_generator(model, backend, device, truncation, precision) -> Generator:
+    return Generator(model, backend=backend, device=device, truncation=truncation, precision=precision)
 
 
-def get_generator(model="colored_mnist", backend="auto", device="auto", truncation=None) -> Generator:
-    """A Generator kept for reuse across ``pycgn.generate`` calls (by model, backend, device, truncation)."""
+def get_generator(model="colored_mnist", backend="auto", device="auto", truncation=None,
+                  precision: str = "float32") -> Generator:
+    """A Generator kept for reuse across ``pycgn.generate`` calls (by model, backend, device,
+    truncation and precision)."""
     if isinstance(model, torch.nn.Module):
-        return Generator(model, backend=backend, device=device, truncation=truncation)
+        return Generator(model, backend=backend, device=device, truncation=truncation, precision=precision)
     if isinstance(model, os.PathLike) or (isinstance(model, str) and os.sep in model):
         model = str(Path(model).expanduser().resolve())
-    return _cached_generator(model, backend, str(_device(device)), truncation)
+    dev = _device(device)
+    _checks.precision(precision, dev)  # an unhashable or unknown value: the argument's error, not lru_cache's
+    return _cached_generator(model, backend, str(dev), truncation, precision)
 
 
 def generate(shape=None, texture=None, bg=None, n: int = 1, model="colored_mnist", seed: int | None = None,
              backend: str = "auto", device: str = "auto", output: str = "numpy", return_parts: bool = False,
-             truncation: float | None = None):
+             truncation: float | None = None, precision: str = "float32"):
     """Counterfactual images in one call.
 
     ``shape``, ``texture``, ``bg``: a class id, a class name, a sequence of ids/names (entries may be
@@ -372,17 +336,19 @@ def generate(shape=None, texture=None, bg=None, n: int = 1, model="colored_mnist
 
     ``model`` may also be a published ImageNet CGN (``cgn.pth``): classes are ImageNet-1k ids or
     names, ``truncation`` (default 0.5) scales the noise and picks the BigGANs' statistics.
+    ``precision``: ``"float32"`` (default, the reference images), ``"bfloat16"`` (fast on CPUs
+    with AMX or AVX512-BF16; images within a few uint8 levels) or ``"float16"`` (CUDA only).
 
     >>> img = pycgn.generate(shape=3, texture=7, bg=1, seed=0)  # a "3" coloured like a "7" on a "1"'s background
     """
-    return get_generator(model, backend, device, truncation).generate(shape, texture, bg, n=n, seed=seed, output=output,
+    return get_generator(model, backend, device, truncation, precision).generate(shape, texture, bg, n=n, seed=seed, output=output,
                                                           return_parts=return_parts)
 
 
 # -- info ------------------------------------------------------------------------------------------
 
 def _cpu_bfloat16() -> str:
-    """How this CPU runs bfloat16 (the ``torch-bf16`` backend): AMX, AVX512-BF16 or emulated."""
+    """How this CPU runs bfloat16 (``precision="bfloat16"``): AMX, AVX512-BF16 or emulated."""
     # private torch helpers: absent ones (another torch) read as "no"
     if getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)():
         return "native (AMX)"
@@ -407,11 +373,11 @@ def info() -> dict:
         "models": {name: str(checkpoint.shipped_path(name)) if checkpoint.shipped_path(name).is_file()
                    else None for name in checkpoint.SHIPPED},
     }
-    try:
-        from .runtime import available_backends
-        out["backends"] = available_backends()
-    except ImportError:
-        out["backends"] = ["torch"]
+    from .runtime import available_backends, backends_for
+    out["backends"] = available_backends()
+    # which backends compute in which precision on this machine's default device
+    dev = _device("auto")
+    out["precisions"] = {p: backends_for(p, dev) for p in _checks.PRECISIONS}
     from .cache import cache_dir, entries
     out["cache"] = {"folder": str(cache_dir()),
                     "entries": [{"path": str(e.path), "kind": e.kind, "bytes": e.size, "detail": e.detail}

@@ -1,29 +1,42 @@
-"""Fast runtimes for the three CGN mechanisms, and ``backend="auto"``, which picks the fastest.
+"""Fast runtimes for the three mechanisms of any CGN (MNIST or ImageNet), and ``backend="auto"``,
+which picks the fastest.
 
-``make_runner(model, backend, device)`` returns a ``Runner``: ``runner(u_shape, y_shape,
-u_texture, y_texture, u_bg, y_bg) -> (mask, fg, bg)``, float32 tensors on the device, before the
-mask clamp and the texture crop, exactly like ``model(...)``. Backends:
+``make_runner(model, backend, device, precision=...)`` returns a ``Runner``: ``runner(u_shape,
+y_shape, u_texture, y_texture, u_bg, y_bg) -> (mask, fg, bg)``, float32 tensors on the device,
+before the mask clamp and the texture crop, exactly like ``model(...)``. What differs between
+models comes from the model: its ``mechanisms()``, its ``export_spec()`` and ``low_precision``.
 
-- ``torch``: eager PyTorch (inference mode).
-- ``torch.compile``: ``torch.compile`` with freezing; compiles on the first call of each shape
-  class (tens of seconds on a small CPU), so ``auto`` only considers it (for batches of 64 and
-  more) with ``PYCGN_AUTO_COMPILE=1``.
-- ``torch-bf16``: eager PyTorch with the nets' weights and activations in bfloat16
-  (channels-last on CPU), outputs returned as float32. Not bit-compatible with the float32
-  backends: images differ by a few uint8 levels (measured in ``benchmarks/results/bf16.md``).
-  On CPUs with AMX or AVX512-BF16 (Sapphire Rapids and later) it ran the nets 2.3-2.5x faster than
-  onnxruntime and 3.5-3.7x faster than eager float32 (``benchmarks/bf16.py``); elsewhere bfloat16
-  is emulated and slow. ``auto`` never picks it: ask for it.
-- ``torchscript``: the exported TorchScript files.
-- ``onnxruntime``: the exported ONNX files; the CPU execution provider, or CUDA (and TensorRT
-  when present) with IOBinding so inputs and outputs stay on the GPU, ordered after the caller's
-  current torch stream (synchronised around each call).
-- ``auto``: onnxruntime (its memory arena avoids the page faults below) or eager torch, chosen
-  per batch-size class by timing both on the first call of that class; choices are remembered
-  per machine in the cache folder (delete ``auto-*.json`` there to measure again).
+Precision (``float32``, the default; ``bfloat16``; ``float16``, CUDA only) is a setting of its own:
+the torch-based backends compute in it and return float32, so callers never see the difference
+except in the last bits (bfloat16: a few uint8 levels, ``benchmarks/bf16.py``). How a model runs
+in low precision is its ``low_precision``: ``"weights"`` converts a copy of the weights
+(channels-last on CPU; the MNIST CGNs), ``"autocast"`` keeps float32 weights under
+``torch.autocast`` (the ImageNet CGN, whose spectral norms need float32 reductions). On CPUs with
+AMX or AVX512-BF16 bfloat16 ran the MNIST nets 3.5-3.7x faster than eager float32; elsewhere it is
+emulated and slow, so ask for it. ``torch-bf16`` is the deprecated name of
+``backend="torch", precision="bfloat16"``.
+
+Backends:
+
+- ``torch``: eager PyTorch (inference mode); any precision.
+- ``torch.compile``: ``torch.compile`` with freezing; any precision; compiles on the first call
+  of each shape class (tens of seconds on a small CPU), so ``auto`` only considers it (for
+  batches of 64 and more) with ``PYCGN_AUTO_COMPILE=1``.
+- ``torchscript``: the exported TorchScript files; float32 only.
+- ``onnxruntime``: the exported ONNX files, float32 only; the CPU execution provider, or CUDA (and
+  TensorRT when present) with IOBinding so inputs and outputs stay on the GPU, ordered after the
+  caller's current torch stream (synchronised around each call).
+- ``auto``: among the backends that compute in the precision asked (float32: onnxruntime, whose
+  memory arena avoids the page faults below, and eager torch), the fastest per batch-size class,
+  timed on the first call of that class; choices are remembered per machine, model kind and
+  precision in the cache folder (delete ``auto-*.json`` there to measure again).
+
+The torch-based runners also take class vectors (N, n_classes) float32 for ``y``: a one-hot row
+is the class, a blend of two rows blends the classes (``pycgn.sheets.interpolate``).
 
 Exports are cached per weights sha256 in ``$PYCGN_CACHE_DIR`` (default ``~/.cache/pycgn``)
-under ``exports/<sha256>/<format>-v<version>``: the first use exports, later ones load. A cache
+under ``exports/<sha256>/<format>-v<version>`` (plus the model's fixed export options, e.g.
+``-truncation0.5`` for the ImageNet CGN): the first use exports, later ones load. A cache
 entry is built in a temporary folder (named with the host and pid of its exporter) and renamed into
 place, so concurrent processes never see half an export; the loser of a race discards its copy.
 Each entry holds the sha256 of its files (``pycgn_cache.json``): an entry damaged since (a
@@ -39,8 +52,9 @@ blocks come from the heap and stay mapped for the next call: the process keeps i
 Large blocks allocated from threads other than the main one may still be mapped per call;
 onnxruntime is immune either way.
 
-Why one module of ~550 lines: every runner shares the ``Runner`` contract, the parity check
-against eager PyTorch and the export cache, and ``auto`` times the others; they change together.
+Why one module of ~750 lines: every runner shares the ``Runner`` contract (precision included),
+the parity check against eager PyTorch and the export cache, and ``auto`` times the others; they
+change together.
 """
 from __future__ import annotations
 
@@ -68,9 +82,11 @@ from .checkpoint import weights_sha256
 from . import export as _export
 from .export import ExportError
 from .models import MnistCGN
+from .models.base import MECHANISMS
 
 BACKENDS = _checks.BACKENDS
-MECHANISMS = _export.MECHANISMS
+PRECISIONS = _checks.PRECISIONS
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PARITY_ATOL = 1e-4
 
 
@@ -120,14 +136,25 @@ def _have_compile() -> bool:
 
 
 def available_backends() -> list[str]:
-    """Backends usable in this environment, ``auto`` last."""
-    out = ["torch", "torch-bf16"]
+    """Backends usable in this environment, ``auto`` last (deprecated names left out)."""
+    out = ["torch"]
     if _have_compile():
         out.append("torch.compile")
     out.append("torchscript")
     if _have_onnxruntime():
         out.append("onnxruntime")
     return out + ["auto"]
+
+
+def backends_for(precision: str, device="cpu") -> list[str]:
+    """The usable backends that compute in ``precision`` on ``device`` (``auto`` last)."""
+    device = torch.device(device)
+    try:
+        _checks.precision(precision, device)
+    except ValueError:
+        return []
+    fixed = {"torchscript": TorchScriptRunner, "onnxruntime": OrtRunner}
+    return [b for b in available_backends() if b not in fixed or precision in fixed[b].precisions]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,11 +218,11 @@ def _file_hashes(folder: Path) -> dict[str, str]:
     return out
 
 
-def _entry_problem(entry: Path, fmt: str, sha: str) -> str | None:
+def _entry_problem(entry: Path, fmt: str, sha: str, kind: str) -> str | None:
     """Why a cache entry cannot be used as is (None if it can): a bad sidecar, or any file changed
     since it was exported (the manifest covers every byte, so a truncated or edited file shows)."""
     try:
-        _export.read_sidecar(entry, fmt, sha)
+        _export.read_sidecar(entry, fmt, sha, kind=kind)
         manifest = json.loads((entry / MANIFEST).read_text())
         if not isinstance(manifest, dict) or manifest.get("files") != _file_hashes(entry):
             return "its files changed since they were exported"
@@ -219,6 +246,22 @@ def _fresh_export(model, fmt: str, root: Path, entry: str) -> Path:
     return tmp
 
 
+def _fixed_options(model) -> dict:
+    """What a model fixes in its exported files besides its weights (the ImageNet truncation)."""
+    return dict(model.export_spec().file_meta)
+
+
+def _entry(model, fmt: str, sha: str) -> Path:
+    tag = "".join(f"-{k}{v}" for k, v in sorted(_fixed_options(model).items()))
+    return cache_dir() / "exports" / sha / f"{fmt}-v{_export.FORMAT_VERSION}{tag}"
+
+
+def is_cached(model, fmt: str, sha: str | None = None) -> bool:
+    """Whether ``model``'s ``fmt`` export is in the cache and passes its check (nothing is exported)."""
+    final = _entry(model, fmt, sha or weights_sha256(model.state_dict()))
+    return final.is_dir() and _entry_problem(final, fmt, final.parent.name, model.kind) is None
+
+
 def cached_export(model: MnistCGN, fmt: str, sha: str | None = None) -> Path:
     """The export folder of ``model`` in ``fmt`` from the cache, exporting it on first use.
 
@@ -227,18 +270,20 @@ def cached_export(model: MnistCGN, fmt: str, sha: str | None = None) -> Path:
     exports that were killed are removed.
     """
     sha = sha or weights_sha256(model.state_dict())
-    exports = cache_dir() / "exports"
-    root = exports / sha
-    final = root / f"{fmt}-v{_export.FORMAT_VERSION}"
+    final = _entry(model, fmt, sha)
+    root, exports, kind = final.parent, final.parent.parent, model.kind
     _clean_stale(exports)  # a listing per use: cheap, and nothing abandoned stays for long
     if final.is_dir():
-        problem = _entry_problem(final, fmt, sha)
+        problem = _entry_problem(final, fmt, sha, kind)
         if problem is None:
             return final
         if final not in _warned:
             _warned.add(final)
             warnings.warn(f"pycgn: the cached export {final} failed its check ({problem}); exporting it "
                           f"again", RuntimeWarning, stacklevel=3)
+    # said before the work: a full-size ImageNet CGN takes minutes to export
+    say(f"exporting the model's nets to {fmt} (once per model: cached in {root.parent}; "
+        f"{'minutes' if not model.auto_exports else 'seconds'})")
     try:
         root.mkdir(parents=True, exist_ok=True)
         tmp = _fresh_export(model, fmt, root, final.name)
@@ -248,7 +293,6 @@ def cached_export(model: MnistCGN, fmt: str, sha: str | None = None) -> Path:
                       stacklevel=3)
         final = Path(tempfile.mkdtemp(prefix="pycgn-export-"))
         return _export.export(model, final, format=fmt)
-    say(f"exporting the model's nets to {fmt} (once per model: cached in {root.parent})")
     try:
         for _ in range(3):
             try:
@@ -257,7 +301,7 @@ def cached_export(model: MnistCGN, fmt: str, sha: str | None = None) -> Path:
             except OSError:
                 if not (final.exists() or final.is_symlink()):
                     continue  # it went away meanwhile: try again
-            if final.is_dir() and _entry_problem(final, fmt, sha) is None:
+            if final.is_dir() and _entry_problem(final, fmt, sha, kind) is None:
                 return final  # another process put a good one in place
             # move the bad entry aside (atomic), then ours in; a racing process may win either step
             old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final.name), dir=root))
@@ -274,7 +318,7 @@ def cached_export(model: MnistCGN, fmt: str, sha: str | None = None) -> Path:
 def _parity(name: str, run, model: MnistCGN, device, where) -> None:
     """A loaded export must reproduce the model: catches silently corrupted or foreign files."""
     g = torch.Generator().manual_seed(99)
-    n = 3
+    n = 3 if model.image_size <= 64 else 1  # a full-size ImageNet CGN takes ~2 s per image
     u = torch.randn(n, model.latent_dim, generator=g).to(device)
     y = torch.randint(0, model.n_classes, (n,), generator=g).to(device)
     with torch.inference_mode():
@@ -294,20 +338,33 @@ class Runner:
     """Runs the three mechanisms: ``runner(u_shape, y_shape, u_texture, y_texture, u_bg, y_bg)``."""
 
     name = "?"
+    precisions = PRECISIONS  # what this backend can compute in
+    class_vectors = False    # whether y may be class vectors (N, n_classes) as well as ids
 
-    def __init__(self, model: MnistCGN, device):
+    def __init__(self, model: MnistCGN, device, precision: str = "float32"):
         self.model = model
         self.device = torch.device(device)
+        self.precision = _checks.precision(precision, self.device)
+        if self.precision not in self.precisions:
+            raise ValueError(f"backend {self.name!r} computes in {' or '.join(self.precisions)} only, "
+                             f"precision {precision!r} was asked for; use backend 'torch' or 'auto' for it")
         self.providers: list[str] = []
 
     def __repr__(self) -> str:
-        return f"<pycgn runner {self.name} on {self.device}, providers {self.providers}>"
+        return f"<pycgn runner {self.name} ({self.precision}) on {self.device}, providers {self.providers}>"
 
     def _export(self, fmt: str, export_dir=None, sha=None) -> dict:
         """The checked sidecar of the ``fmt`` export to run: ``export_dir`` or the cache's."""
         sha = sha or weights_sha256(self.model.state_dict())
         d = Path(export_dir) if export_dir is not None else cached_export(self.model, fmt, sha)
-        side = _export.read_sidecar(d, fmt, sha)
+        side = _export.read_sidecar(d, fmt, sha, kind=self.model.kind)
+        for k, v in _fixed_options(self.model).items():  # e.g. an ImageNet export at another truncation
+            if side.get(k) != v:
+                raise ExportError(f"{d / _export.SIDECAR}: exported with {k} {side.get(k)!r}, the model runs "
+                                  f"with {v!r}")
+        if side.get("class_input", "ids") != "ids":
+            raise ExportError(f"{d / _export.SIDECAR}: takes class vectors; the runtime feeds class ids "
+                              f"(export with class_input='ids')")
         self.paths = side["paths"]
         return side
 
@@ -318,9 +375,13 @@ class Runner:
         for which, u, y in (("shape", u_shape, y_shape), ("texture", u_texture, y_texture),
                             ("bg", u_bg, y_bg)):
             _checks.latent(f"u_{which}", u, m.latent_dim, n)
-            _checks.class_ids(f"y_{which}", y, m.n_classes, u.shape[0])
-            out += [u.to(self.device, torch.float32).contiguous(),
-                    y.to(self.device, torch.int64).contiguous()]
+            if self.class_vectors and isinstance(y, torch.Tensor) and y.is_floating_point() and y.dim() == 2:
+                _checks.class_vectors(f"y_{which}", y, m.n_classes, u.shape[0])
+                y = y.to(self.device, torch.float32).contiguous()
+            else:
+                _checks.class_ids(f"y_{which}", y, m.n_classes, u.shape[0])
+                y = y.to(self.device, torch.int64).contiguous()
+            out += [u.to(self.device, torch.float32).contiguous(), y]
         return out
 
     def __call__(self, u_shape, y_shape, u_texture, y_texture, u_bg, y_bg):
@@ -346,49 +407,59 @@ class _NetsRunner(Runner):
         return s(u_shape, y_shape), t(u_texture, y_texture), b(u_bg, y_bg)
 
 
-class TorchRunner(_NetsRunner):
-    name = "torch"
+class _LowNet(torch.nn.Module):
+    """A mechanism computing in a low precision with float32 in and out, so callers see the usual
+    contract: its weights converted (``autocast=False``, the inputs cast to match) or under autocast."""
 
-    def __init__(self, model, device):
-        super().__init__(model, device)
-        self.model = model.to(self.device).eval()
-        self.providers = [f"torch-{self.device.type}"]
-        self.nets = list(self.model.mechanisms().values())  # inputs are checked once, in __call__
-        if self.device.type == "cpu":
-            tune_malloc()
-
-
-class _Bf16Net(torch.nn.Module):
-    """A mechanism run in bfloat16 with float32 in and out, so callers see the usual contract."""
-
-    def __init__(self, mech: torch.nn.Module):
+    def __init__(self, mech: torch.nn.Module, dtype: torch.dtype, autocast: bool):
         super().__init__()
-        self.mech = mech
+        self.mech, self.dtype, self.autocast = mech, dtype, autocast
 
     def forward(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        out = self.mech(u.to(torch.bfloat16), y)
+        if self.autocast:
+            with torch.autocast(u.device.type, dtype=self.dtype):
+                out = self.mech(u, y)
+        else:
+            out = self.mech(u.to(self.dtype), y)
         return out.to(torch.float32, memory_format=torch.contiguous_format)
 
 
-class Bf16Runner(TorchRunner):
-    name = "torch-bf16"
+def precision_nets(model, device: torch.device, precision: str) -> list:
+    """The model's three mechanisms computing in ``precision`` (float32: the model's own modules).
+    The caller's model is never converted: a low-precision copy is made when weights change."""
+    mechs = model.mechanisms()
+    if precision == "float32":
+        return list(mechs.values())
+    dtype = DTYPES[precision]
+    if model.low_precision == "autocast":
+        return [_LowNet(m, dtype, autocast=True) for m in mechs.values()]
+    low = copy.deepcopy(model).to(dtype)
+    if device.type == "cpu":
+        # oneDNN's bf16 convolutions want NHWC: about 2x faster than NCHW here
+        low = low.to(memory_format=torch.channels_last)
+    return [_LowNet(m, dtype, autocast=False) for m in low.mechanisms().values()]
 
-    def __init__(self, model, device):
-        super().__init__(model, device)
-        self.providers = [f"torch-{self.device.type}-bf16"]
-        low = copy.deepcopy(self.model).to(torch.bfloat16)  # the caller's model stays float32
+
+class TorchRunner(_NetsRunner):
+    name = "torch"
+    class_vectors = True
+
+    def __init__(self, model, device, precision: str = "float32"):
+        super().__init__(model, device, precision)
+        self.model = model.to(self.device).eval()
+        low = "" if self.precision == "float32" else f"-{self.precision}"
+        self.providers = [f"torch-{self.device.type}{low}"]
+        self.nets = precision_nets(self.model, self.device, self.precision)  # inputs are checked in __call__
         if self.device.type == "cpu":
-            # oneDNN's bf16 convolutions want NHWC: about 2x faster than NCHW here
-            low = low.to(memory_format=torch.channels_last)
-        self.nets = [_Bf16Net(m) for m in low.mechanisms().values()]
+            tune_malloc()
 
 
 class CompileRunner(TorchRunner):
     name = "torch.compile"
 
-    def __init__(self, model, device):
-        super().__init__(model, device)
-        self.providers = [f"inductor-{self.device.type}"]
+    def __init__(self, model, device, precision: str = "float32"):
+        super().__init__(model, device, precision)
+        self.providers = [f"inductor-{self.device.type}" + self.providers[0][len(f"torch-{self.device.type}"):]]
         # dynamic=True: one graph for every batch size (and one for batch 1), not one per size.
         self.nets = [torch.compile(mech, dynamic=True, options={"freezing": True}) for mech in self.nets]
         say("torch.compile: the first call compiles the nets (tens of seconds on a small CPU, in every process)")
@@ -396,9 +467,10 @@ class CompileRunner(TorchRunner):
 
 class TorchScriptRunner(_NetsRunner):
     name = "torchscript"
+    precisions = ("float32",)  # the traced files hold float32 weights
 
-    def __init__(self, model, device, export_dir=None, sha=None):
-        super().__init__(model, device)
+    def __init__(self, model, device, export_dir=None, sha=None, precision: str = "float32"):
+        super().__init__(model, device, precision)
         side = self._export("torchscript", export_dir, sha)
         self.nets = [_export.load_torchscript_file(side["paths"][m], m, side, self.device) for m in MECHANISMS]
         self.providers = [f"torchscript-{self.device.type}"]
@@ -432,11 +504,12 @@ def _ort_providers(device: torch.device, cache: Path, latent_dim: int) -> list:
 
 class OrtRunner(Runner):
     name = "onnxruntime"
+    precisions = ("float32",)  # the ONNX files hold float32 graphs
     MAX_TRT_BATCH = 4096  # TensorRT's optimisation profile; larger batches are run in chunks
 
-    def __init__(self, model, device, export_dir=None, sha=None):
+    def __init__(self, model, device, export_dir=None, sha=None, precision: str = "float32"):
         import onnxruntime as ort
-        super().__init__(model, device)
+        super().__init__(model, device, precision)
         side = self._export("onnx", export_dir, sha)
         wanted = _ort_providers(self.device, cache_dir(), model.latent_dim)
         so = ort.SessionOptions()
@@ -543,14 +616,15 @@ class AutoRunner(Runner):
     MIN_REPS, MAX_REPS, MEASURE_S = 2, 25, 0.2
     MARGIN = 1.05  # another backend must be 5% faster than onnxruntime to be chosen
 
-    def __init__(self, model, device, candidates: dict[str, Runner]):
-        super().__init__(model, device)
+    def __init__(self, model, device, candidates: dict[str, Runner], precision: str = "float32"):
+        super().__init__(model, device, precision)
         self.candidates = candidates
         self.last = None  # the backend that ran the latest call
         self.choice: dict[int, str] = {}
         self._lock = threading.Lock()
         key = _machine_key() + ("-compile" if "torch.compile" in candidates else "")
-        self._file = cache_dir() / f"auto-{self.device.type}-{key}.json"
+        # the winner depends on the nets (kind) and the precision as much as on the machine
+        self._file = cache_dir() / f"auto-{self.device.type}-{model.kind}-{self.precision}-{key}.json"
         if self._file.is_file():
             try:
                 saved = json.loads(self._file.read_text())
@@ -630,21 +704,28 @@ class AutoRunner(Runner):
 
 # ---------------------------------------------------------------------------------------------
 
-def make_runner(model, backend: str = "auto", device="cpu", export_dir=None) -> Runner:
-    """A runner for the three mechanisms of ``model`` on ``device``.
+def make_runner(model, backend: str = "auto", device="cpu", export_dir=None, precision: str = "float32") -> Runner:
+    """A runner for the three mechanisms of ``model`` (an ``MnistCGN`` or ``ImagenetCGN``) on ``device``.
 
-    ``backend``: one of ``available_backends()``. ``export_dir``: for ``torchscript`` and
+    ``backend``: one of ``available_backends()``. ``precision``: ``float32`` (default),
+    ``bfloat16`` or ``float16`` (CUDA only); the backends that cannot compute in it refuse it
+    (``backends_for(precision)`` lists those that can). ``export_dir``: for ``torchscript`` and
     ``onnxruntime``, an existing export (from ``pycgn.export.export``) to load instead of the
     cache. Raises ``ExportError`` naming the file when an export is missing, corrupt or
-    incompatible (format, opset, input names, weights).
+    incompatible (format, opset, input names, weights, truncation).
     """
-    if not isinstance(model, MnistCGN):
-        raise TypeError(f"model must be an MnistCGN, got {type(model).__name__}")
+    if not isinstance(model, _export.MODELS):
+        raise TypeError(f"model must be an MnistCGN or ImagenetCGN, got {type(model).__name__}")
     if not isinstance(backend, str) or backend not in BACKENDS + ("auto",):
         raise ValueError(f"backend must be one of {', '.join(BACKENDS + ('auto',))}, got {backend!r}")
+    if backend in _checks.DEPRECATED_BACKENDS:
+        old = backend
+        backend, precision = _checks.backend_alias(backend, precision)
+        warnings.warn(f"pycgn: {_checks.deprecation(old)}", DeprecationWarning, stacklevel=2)
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} asked for, but torch sees no CUDA device")
+    precision = _checks.precision(precision, device)
     if export_dir is not None and backend not in ("torchscript", "onnxruntime"):
         raise ValueError(f"export_dir only applies to the torchscript and onnxruntime backends, not {backend!r}")
     model.eval()
@@ -653,18 +734,19 @@ def make_runner(model, backend: str = "auto", device="cpu", export_dir=None) -> 
                          f"{', '.join(available_backends())})")
     sha = weights_sha256(model.state_dict())
     if backend == "torch":
-        return TorchRunner(model, device)
-    if backend == "torch-bf16":
-        return Bf16Runner(model, device)
+        return TorchRunner(model, device, precision)
     if backend == "torch.compile":
-        return CompileRunner(model, device)
+        return CompileRunner(model, device, precision)
     if backend == "torchscript":
-        return TorchScriptRunner(model, device, export_dir, sha)
+        return TorchScriptRunner(model, device, export_dir, sha, precision)
     if backend == "onnxruntime":
-        return OrtRunner(model, device, export_dir, sha)
-    # auto
+        return OrtRunner(model, device, export_dir, sha, precision)
+    # auto: the candidates that compute in this precision
     candidates: dict[str, Runner] = {}
-    if _have_onnxruntime():
+    # a model that takes minutes to export (the ImageNet CGN) is run by onnxruntime only once its
+    # export is cached (`--backend onnxruntime` once): never minutes of silence before a first image
+    if _have_onnxruntime() and precision in OrtRunner.precisions and (
+            model.auto_exports or is_cached(model, "onnx", sha)):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ort_runner = OrtRunner(model, device, None, sha)
@@ -672,9 +754,9 @@ def make_runner(model, backend: str = "auto", device="cpu", export_dir=None) -> 
             candidates["onnxruntime"] = ort_runner
         # on a GPU whose CUDA EP does not run, onnxruntime would copy through the host: skip it
         del caught
-    candidates["torch"] = TorchRunner(model, device)
+    candidates["torch"] = TorchRunner(model, device, precision)
     if os.environ.get("PYCGN_AUTO_COMPILE") == "1" and _have_compile():
-        candidates["torch.compile"] = CompileRunner(model, device)
+        candidates["torch.compile"] = CompileRunner(model, device, precision)
     if len(candidates) == 1:
         return candidates["torch"]
-    return AutoRunner(model, device, candidates)
+    return AutoRunner(model, device, candidates, precision)

@@ -18,6 +18,7 @@ from .api import MECHANISMS, _composite, get_generator
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                  ".tif": "TIFF", ".tiff": "TIFF"}
+MAX_DEFAULT_CLASSES = 100  # a grid of every class is the default up to this many (not ImageNet's 1000)
 MAX_SIDE = {"JPEG": 65_535, "WEBP": 16_383}  # the formats' own limits; PNG and the others: 2**31 - 1
 
 
@@ -157,13 +158,14 @@ def _listed(classes) -> list:
 
 def grid(rows: str = "shape", cols: str = "bg", row_classes=None, col_classes=None, shape=None, texture=None,
          bg=None, model="colored_mnist", seed: int = 0, same_noise: bool = True, backend="auto", device="auto",
-         path=None, pad: int = 2, scale: int = 1, truncation: float | None = None, labels: bool = True) -> np.ndarray:
+         path=None, pad: int = 2, scale: int = 1, truncation: float | None = None, labels: bool = True,
+         precision: str = "float32") -> np.ndarray:
     """A table of images: mechanism ``rows`` takes each of ``row_classes`` down the rows, ``cols``
     each of ``col_classes`` across; the third mechanism takes its argument (None = random).
 
     With ``same_noise`` every cell shares the latents and crop offsets of sample 0, so only the
     classes change across the table (the paper's figures). ``labels``: class names on the axes.
-    Returns the sheet; writes a PNG to ``path``.
+    ``precision``: as in ``pycgn.generate``. Returns the sheet; writes a PNG to ``path``.
     """
     for name, mech in (("rows", rows), ("cols", cols)):
         if mech not in MECHANISMS:
@@ -172,10 +174,10 @@ def grid(rows: str = "shape", cols: str = "bg", row_classes=None, col_classes=No
         raise ValueError(f"rows and cols must be different mechanisms, both are {rows!r}")
     if path is not None:
         check_writable(path)
-    gen = get_generator(model, backend, device, truncation)
+    gen = get_generator(model, backend, device, truncation, precision)
     k = len(gen.class_names)
-    if gen.kind == "imagenet_cgn" and (row_classes is None or col_classes is None):
-        raise ValueError("row_classes and col_classes are required for the ImageNet CGN (1000 classes)")
+    if k > MAX_DEFAULT_CLASSES and (row_classes is None or col_classes is None):
+        raise ValueError(f"row_classes and col_classes are required for a model of {k} classes (the ImageNet CGN)")
     rc = list(range(k)) if row_classes is None else gen.class_ids("row_classes", _listed(row_classes), 0)
     cc = list(range(k)) if col_classes is None else gen.class_ids("col_classes", _listed(col_classes), 0)
     n = len(rc) * len(cc)
@@ -198,11 +200,13 @@ def grid(rows: str = "shape", cols: str = "bg", row_classes=None, col_classes=No
 
 def interpolate(mechanism: str = "shape", start=0, end=1, steps: int = 8, rows: int = 4, shape=None,
                 texture=None, bg=None, model="colored_mnist", seed: int = 0, device="auto", path=None,
-                pad: int = 2, scale: int = 1, truncation: float | None = None, labels: bool = True) -> np.ndarray:
-    """An interpolation sheet: one mechanism's class embedding moves from ``start`` to ``end`` in
-    ``steps`` columns; each of ``rows`` rows keeps its own latents, offsets and other classes.
-    ``labels``: the two class names above the first and last columns.
-    Returns the sheet; writes a PNG to ``path``."""
+                pad: int = 2, scale: int = 1, truncation: float | None = None, labels: bool = True,
+                precision: str = "float32") -> np.ndarray:
+    """An interpolation sheet: one mechanism's class moves from ``start`` to ``end`` in ``steps``
+    columns (its one-hot class vector blended, which blends the MNIST CGNs' class embeddings and
+    the BigGANs' class vectors alike); each of ``rows`` rows keeps its own latents, offsets and
+    other classes. ``labels``: the two class names above the first and last columns.
+    ``precision``: as in ``pycgn.generate``. Returns the sheet; writes a PNG to ``path``."""
     if mechanism not in MECHANISMS:
         raise ValueError(f"mechanism must be one of {', '.join(MECHANISMS)}, got {mechanism!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
@@ -211,7 +215,8 @@ def interpolate(mechanism: str = "shape", start=0, end=1, steps: int = 8, rows: 
         raise ValueError(f"rows must be an int >= 1, got {rows!r}")
     if path is not None:
         check_writable(path)
-    gen = get_generator(model, "torch", device, truncation)
+    # class vectors go through the nets as they are: only eager torch takes them (exports take ids)
+    gen = get_generator(model, "torch", device, truncation, precision)
     check_fits("rows x steps", rows * steps, 3 * gen.model.image_size ** 2 * 8, gen.device)  # + float32 parts
     a, b = gen.class_ids("start", start, 1), gen.class_ids("end", end, 1)
     for name, v in (("start", a), ("end", b)):
@@ -222,11 +227,9 @@ def interpolate(mechanism: str = "shape", start=0, end=1, steps: int = 8, rows: 
     classes = {m: gen.class_ids(m, v, rows) for m, v in (("shape", shape), ("texture", texture), ("bg", bg))}
     classes[mechanism] = a
     draw = gen.sampler(seed).draw(range(rows), **classes).to(gen.device)
-    m = gen.model
     alphas = torch.linspace(0, 1, steps, device=gen.device)
-    blend = _interpolate_class_vectors if gen.kind == "imagenet_cgn" else _interpolate_embeddings
     per = max(1, gen.batch_size() // steps)  # rows per forward pass: bounded memory for any rows x steps
-    images = torch.cat([blend(m, draw.slice(r, r + per), mechanism, a, b, alphas, min(per, rows - r), steps)
+    images = torch.cat([_blend(gen, draw.slice(r, r + per), mechanism, a, b, alphas, steps)
                         for r in range(0, rows, per)])
     sheet = tile(images, cols=steps, pad=pad, scale=scale)
     if labels:
@@ -243,37 +246,17 @@ def _class_name(gen, class_id: int) -> str:
     return gen.class_names[class_id].split(",")[0]
 
 
-def _interpolate_embeddings(m, draw, mechanism, a, b, alphas, rows, steps):
-    """The MNIST CGNs: one mechanism's class embedding blended, everything else fixed per row."""
-    emb = m.label_emb.weight.detach()
-    nets = {"shape": m.f_shape, "texture": m.f_text1, "bg": m.f_text2}
-    us = {"shape": draw.u_shape, "texture": draw.u_texture, "bg": draw.u_bg}
-    ys = {"shape": draw.shape, "texture": draw.texture, "bg": draw.bg}
-    with torch.inference_mode():
-        outs = {}
-        for mech, net in nets.items():
-            u = us[mech].repeat_interleave(steps, 0)
-            if mech == mechanism:
-                e = (1 - alphas)[:, None] * emb[a] + alphas[:, None] * emb[b]
-                e = e.repeat(rows, 1)
-            else:
-                e = emb[ys[mech]].repeat_interleave(steps, 0)
-            outs[mech] = net(torch.cat([u, e], 1))
-        fo = draw.fg_offset.repeat_interleave(steps, 0)
-        bo = draw.bg_offset.repeat_interleave(steps, 0)
-        return _composite(outs["shape"], outs["texture"], outs["bg"], fo, bo, "uint8", "NHWC")
-
-
-def _interpolate_class_vectors(model, draw, mechanism, a, b, alphas, rows, steps):
-    """The published ImageNet sheets: noise fixed, one mechanism's one-hot class vector blended."""
+def _blend(gen, draw, mechanism, a, b, alphas, steps):
+    """``steps`` images per row of ``draw``: noise, offsets and the other classes fixed, the class
+    vector of ``mechanism`` moving from one-hot ``a`` to one-hot ``b``."""
     import torch.nn.functional as F
-    k = model.n_classes
+    k = gen.model.n_classes
     vec = {m: F.one_hot(getattr(draw, m), k).float().repeat_interleave(steps, 0) for m in MECHANISMS}
-    vec[mechanism] = ((1 - alphas)[:, None] * F.one_hot(torch.tensor(a), k).float().to(alphas.device)
-                      + alphas[:, None] * F.one_hot(torch.tensor(b), k).float().to(alphas.device)).repeat(rows, 1)
+    ends = F.one_hot(torch.tensor([a, b], device=alphas.device), k).float()
+    vec[mechanism] = ((1 - alphas)[:, None] * ends[0] + alphas[:, None] * ends[1]).repeat(len(draw), 1)
     u = {m: getattr(draw, f"u_{m}").repeat_interleave(steps, 0) for m in MECHANISMS}
+    mask, fg, bg = gen.run(u["shape"], vec["shape"], u["texture"], vec["texture"], u["bg"], vec["bg"])
+    fo = draw.fg_offset.repeat_interleave(steps, 0)
+    bo = draw.bg_offset.repeat_interleave(steps, 0)
     with torch.inference_mode():
-        mask, fg, bg = model(u["shape"], vec["shape"], u["texture"], vec["texture"], u["bg"], vec["bg"])
-        n = mask.shape[0]
-        zero = torch.zeros(n, 2, dtype=torch.int64, device=mask.device)
-        return _composite(mask, fg, bg, zero, zero, "uint8", "NHWC")
+        return _composite(mask, fg, bg, fo, bo, "uint8", "NHWC")

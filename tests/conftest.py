@@ -74,6 +74,7 @@ SLOW = {
     "test_api.py::test_grid_table",
     "test_api_imagenet.py::test_cli_generate",
     "test_api_imagenet.py::test_errors",
+    "test_api_imagenet.py::test_exported_backends_against_eager",
     "test_api_imagenet.py::test_generate_with_names_ids_and_truncation",
     "test_api_imagenet.py::test_grid_and_interpolation",
     "test_api_imagenet.py::test_synth_with_an_imagenet_cgn",

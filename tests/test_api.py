@@ -200,7 +200,7 @@ def test_unwritable_output(model_path, tmp_path):
 
 def test_reprs_are_short_and_informative(model_path):
     g = pycgn.Generator(model_path, backend="torch", device="cpu")
-    assert repr(g).startswith("Generator(model='custom', kind='mnist_cgn', backend='torch', device='cpu'")
+    assert repr(g).startswith("Generator(model='custom', kind='mnist_cgn', backend='torch', precision='float32', device='cpu'")
     p = g.generate(n=3, seed=0, return_parts=True)
     text = repr(p)
     assert text.startswith("Parts(n=3, images=uint8 (3, 32, 32, 3), mask=float32 (3, 1, 32, 32)") and len(text) < 600

@@ -1,4 +1,5 @@
-"""generate / grid / interpolate / the CLI with an ImageNet CGN file (tiny random weights)."""
+"""generate / grid / interpolate / synth / the CLI with an ImageNet CGN file (tiny random weights), on
+every backend and precision of pycgn.runtime."""
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import torch
 
 import pycgn
 from pycgn import reference
+from pycgn import runtime as rt
 from pycgn.models.imagenet import ImagenetCGN, save_imagenet_cgn
 
 SIZE = dict(ch=4, resolution=16, u2net_div=16)
@@ -39,7 +41,7 @@ def test_load_dispatches_on_the_keys(cgn_path):
 
 def test_generate_with_names_ids_and_truncation(cgn_path):
     p = pycgn.generate(shape="goldfish", texture=207, bg=[970, None], n=2, model=cgn_path, seed=1,
-                       truncation=0.4, return_parts=True)
+                       truncation=0.4, return_parts=True, backend="torch")
     assert p.images.shape == (2, 16, 16, 3) and p.images.dtype == np.uint8
     assert p.shape.tolist() == [1, 1] and p.texture.tolist() == [207, 207] and p.bg[0] == 970
     assert p.u_shape.shape == (2, 128) and float(np.abs(p.u_shape).max()) <= 0.4 * 2.0 + 1e-6
@@ -60,8 +62,8 @@ def test_errors(cgn_path):
         pycgn.generate(shape=1000, model=cgn_path, seed=0)
     with pytest.raises(ValueError, match="truncation"):
         pycgn.generate(model=cgn_path, seed=0, truncation=1.5)
-    with pytest.raises(ValueError, match="backend"):
-        pycgn.generate(model=cgn_path, seed=0, backend="onnxruntime")
+    with pytest.raises(ValueError, match="backend 'onnxruntime' computes in float32 only, precision 'bfloat16'"):
+        pycgn.generate(model=cgn_path, seed=0, backend="onnxruntime", precision="bfloat16")
     with pytest.raises(ValueError, match="row_classes and col_classes are required"):
         pycgn.grid(model=cgn_path)
 
@@ -104,3 +106,67 @@ def test_synth_with_an_imagenet_cgn(cgn_path, tmp_path):
     gen = pycgn.Generator(cgn_path, backend="torch", device="cpu")
     again = gen.images(gen.sampler(0).draw([5]))[0].permute(2, 0, 1)
     assert (again.int() - image.int()).abs().max() <= 1
+
+
+# --- pycgn.runtime: every backend and precision -------------------------------------------------------
+
+# bfloat16 against eager float32 on these random nets: outputs within 0.015 (see test_runtime's BF16_ATOL)
+BF16_ATOL = 0.05
+
+
+def _check_backend(cgn_path, backend, precision, truncation=None):
+    gen = pycgn.Generator(cgn_path, backend=backend, device="cpu", precision=precision, truncation=truncation)
+    assert gen.precision == precision
+    draw = gen.sampler(2).draw(range(5))
+    m = pycgn.load(cgn_path, truncation=0.5 if truncation is None else truncation)
+    with torch.no_grad():
+        want = m(draw.u_shape, draw.shape, draw.u_texture, draw.texture, draw.u_bg, draw.bg)
+    got = gen.run(draw.u_shape, draw.shape, draw.u_texture, draw.texture, draw.u_bg, draw.bg)
+    errs = [(g - w).abs().max().item() for g, w in zip(got, want)]
+    assert max(errs) <= (1e-4 if precision == "float32" else BF16_ATOL), errs
+    ref = reference.generate(m, draw)["images"]
+    diff = (gen.images(draw).int() - ref.int()).abs()
+    assert diff.max() <= (1 if precision == "float32" else 8) and diff.float().mean() < 1.0
+    return gen
+
+
+@pytest.mark.parametrize("backend, precision", [("torch", "float32"), ("torch", "bfloat16"), ("auto", "float32")])
+def test_backend_and_precision_against_eager(cgn_path, backend, precision):
+    gen = _check_backend(cgn_path, backend, precision)
+    # a tiny ImageNet CGN exports in minutes: auto uses onnxruntime only once its export is cached
+    assert gen.backend == "torch"
+
+
+@pytest.mark.parametrize("backend", ["torchscript", "onnxruntime"])
+def test_exported_backends_against_eager(cgn_path, backend):
+    _check_backend(cgn_path, backend, "float32")
+    if backend == "torchscript":
+        # the truncation is fixed in the exported files: another one is another cache entry (the same
+        # code for every format; checked on the quicker export), and an export at another one is refused
+        _check_backend(cgn_path, backend, "float32", truncation=0.8)
+        other = rt.cached_export(pycgn.load(cgn_path, truncation=0.8), "torchscript")
+        with pytest.raises(ValueError, match=r"pycgn_export\.json: exported with truncation 0\.8, the model runs "
+                                             r"with 0\.5"):
+            rt.make_runner(pycgn.load(cgn_path), backend="torchscript", export_dir=other)
+    if backend == "onnxruntime":  # cached now: auto considers it
+        gen = pycgn.Generator(cgn_path, backend="auto", device="cpu")
+        assert isinstance(gen._runner, rt.AutoRunner) and set(gen._runner.candidates) >= {"onnxruntime", "torch"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_torch_compile_against_eager(cgn_path, precision):
+    if "torch.compile" not in rt.available_backends():
+        pytest.skip("torch.compile needs a C++ compiler here")
+    _check_backend(cgn_path, "torch.compile", precision)
+
+
+def test_interpolation_and_grid_in_bfloat16(cgn_path):
+    kw = dict(model=cgn_path, seed=0, pad=1, labels=False, device="cpu")
+    f32 = pycgn.interpolate("texture", start=1, end=980, steps=3, rows=2, **kw)
+    b16 = pycgn.interpolate("texture", start=1, end=980, steps=3, rows=2, precision="bfloat16", **kw)
+    d = np.abs(f32.astype(int) - b16.astype(int))
+    assert f32.shape == b16.shape and 0 < d.max() <= 8 and d.mean() < 1.0
+    g32 = pycgn.grid(row_classes=[1, 2], col_classes=[3], backend="torch", **kw)
+    g16 = pycgn.grid(row_classes=[1, 2], col_classes=[3], backend="torch", precision="bfloat16", **kw)
+    assert g32.shape == g16.shape and np.abs(g32.astype(int) - g16.astype(int)).max() <= 8

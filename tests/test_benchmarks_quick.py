@@ -27,7 +27,7 @@ QUICK = {
                        rf"^\| 8x3x256x256 \| uint8 NHWC \| eager \| {NUM} \|",
                        r"^## Allocator: glibc "]),
     "bf16": ([], [rf"^\| wildlife_mnist \| {NUM} \| {NUM} \| \d+ \| {NUM} % \|",
-                  rf"^\| torch-bf16 \| \d+ \| {NUM}x \| \d+ \| \d+ % \|"]),
+                  rf"^\| torch bfloat16 \| \d+ \| {NUM}x \| \d+ \| \d+ % \|"]),
     "generators": (["--configs", "tcmalloc" if H.tcmalloc_path() else "glibc+pycgn"],
                    [rf"^\| 16 \| 3 \| {NUM} \({NUM}x, {NUM} f, \d+%\) \|.* \| onnxruntime \|",
                     rf"^\| 1 \| 3 \| {NUM} \("]),

@@ -51,7 +51,7 @@ def test_grid_and_interpolate_and_info(model_path, tmp_path):
     top = interp.shape[0] - plain.shape[0]
     assert top > 0 and interp.shape[1] == plain.shape[1] and np.array_equal(interp[top:], plain)
     r = run("info")
-    assert r.returncode == 0 and "backends:" in r.stdout and "torch-bf16" in r.stdout
+    assert r.returncode == 0 and "backends:" in r.stdout and "precision bfloat16: torch" in r.stdout
     assert "CPU bfloat16: " in r.stdout
     # a fresh process must load the extension (it links libtorch, which torch must load first)
     assert "extension: loaded; CPU kernels: yes" in r.stdout, r.stdout
@@ -64,6 +64,12 @@ def test_grid_and_interpolate_and_info(model_path, tmp_path):
     (["generate", "-o", "{tmp}/no/such/dir/x.png"], "does not exist"),
     (["generate", "-n", "0", "-o", "{tmp}/x.png"], "-n must be >= 1"),
     (["generate", "-o", "{tmp}"], "is a directory"),
+    (["generate", "--precision", "float64", "-o", "{tmp}/x.png"], "argument --precision: invalid choice: 'float64'"),
+    (["generate", "--precision", "float16", "--device", "cpu", "-o", "{tmp}/x.png"],
+     "precision 'float16' needs a CUDA device"),
+    (["generate", "--backend", "onnxruntime", "--precision", "bfloat16", "-o", "{tmp}/x.png"],
+     "backend 'onnxruntime' computes in float32 only, precision 'bfloat16'"),
+    (["synth", "--n", "2", "--precision", "half", "--out", "{tmp}/s"], "argument --precision: invalid choice: 'half'"),
 ])
 def test_bad_arguments_exit_2_with_one_line(model_path, tmp_path, args, words):
     args = [a.format(tmp=tmp_path) for a in args]
@@ -164,3 +170,21 @@ def test_status_messages_cache_listing_and_clearing(model_path, tmp_path):
     assert "pycgn: backend auto: timing" in r.stderr, r.stderr
     r = pycgn_cli("info")
     assert f"cache: {tmp_path / 'cache'}" in r.stdout and "backend auto chose: batch <= 2:" in r.stdout, r.stdout
+
+
+def test_synth_records_the_precision_and_refuses_another_on_resume(model_path, tmp_path, capsys):
+    from pycgn.cli import main
+    out = tmp_path / "ds"
+    base = ["synth", "--model", str(model_path), "--n", "6", "--shard-size", "3", "--out", str(out), "--quiet",
+            "--device", "cpu"]
+    assert main(base + ["--backend", "torch", "--precision", "bfloat16"]) == 0
+    import json
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["precision"] == "bfloat16" and man["backend"] == "torch" and "--precision bfloat16" in man["command"]
+    capsys.readouterr()
+    assert main(base + ["--backend", "torch"]) == 2  # float32 now: another dataset
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "precision 'bfloat16' there, 'float32' here" in err[0]
+    # the deprecated name stands for the same setting: it resumes the same dataset
+    assert main(base + ["--backend", "torch-bf16"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["shards"] == man["shards"]

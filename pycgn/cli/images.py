@@ -26,6 +26,7 @@ def _add_common(p, backend=True):
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same images (default: 0)")
     if backend:
         p.add_argument("--backend", default="auto", help=_checks.BACKEND_HELP)
+    p.add_argument("--precision", default="float32", choices=_checks.PRECISIONS, help=_checks.PRECISION_HELP)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--truncation", type=float, default=None,
                    help="ImageNet CGN only: noise truncation in (0, 1] (default: 0.5)")
@@ -44,25 +45,36 @@ def _mechanism_args(p):
 NO_LABELS = (["--no-labels"], dict(action="store_true", help="leave the class names off the sheet's axes"))
 
 
+def _settings(args) -> None:
+    """A deprecated backend name becomes the backend and precision it stands for, with one line."""
+    if args.backend in _checks.DEPRECATED_BACKENDS:
+        from .._status import say
+        say(f"pycgn {args.command}: {_checks.deprecation(args.backend)}")
+        args.backend, args.precision = _checks.backend_alias(args.backend, args.precision)
+
+
 def _cmd_generate(args) -> int:
+    _settings(args)
     check_writable(args.out)
     if args.n < 1:
         raise ValueError(f"-n must be >= 1, got {args.n}")
-    gen = get_generator(args.model, args.backend, args.device, args.truncation)
+    gen = get_generator(args.model, args.backend, args.device, args.truncation, args.precision)
     images = gen.generate(_classes_arg(args.shape), _classes_arg(args.texture), _classes_arg(args.bg), n=args.n,
                           seed=args.seed, output="numpy")
     cols = args.cols or int(np.ceil(np.sqrt(len(images))))
     save_image(tile(images, cols=cols, scale=args.scale), args.out)
-    print(f"wrote {args.out}: {len(images)} images ({gen.info.variant}, backend {gen.backend}, seed {args.seed})")
+    print(f"wrote {args.out}: {len(images)} images ({gen.info.variant}, backend {gen.backend}, {gen.precision}, "
+          f"seed {args.seed})")
     return 0
 
 
 def _cmd_grid(args) -> int:
+    _settings(args)
     sheet = grid(rows=args.rows, cols=args.cols, row_classes=_classes_arg(args.row_classes),
                  col_classes=_classes_arg(args.col_classes), shape=_classes_arg(args.shape),
                  texture=_classes_arg(args.texture), bg=_classes_arg(args.bg), model=args.model, seed=args.seed,
                  same_noise=not args.vary_noise, backend=args.backend, device=args.device, path=args.out,
-                 scale=args.scale, truncation=args.truncation, labels=not args.no_labels)
+                 scale=args.scale, truncation=args.truncation, labels=not args.no_labels, precision=args.precision)
     print(f"wrote {args.out}: {args.rows} down x {args.cols} across, {sheet.shape[1]}x{sheet.shape[0]} px")
     return 0
 
@@ -72,7 +84,7 @@ def _cmd_interpolate(args) -> int:
                 steps=args.steps, rows=args.rows, shape=_classes_arg(args.shape),
                 texture=_classes_arg(args.texture), bg=_classes_arg(args.bg), model=args.model, seed=args.seed,
                 device=args.device, path=args.out, scale=args.scale, truncation=args.truncation,
-                labels=not args.no_labels)
+                labels=not args.no_labels, precision=args.precision)
     print(f"wrote {args.out}: {args.mechanism} from {args.start} to {args.end} in {args.steps} steps")
     return 0
 
@@ -89,6 +101,8 @@ def _cmd_info(args) -> int:
     print(f"CUDA device: {'yes' if data['cuda_available'] else 'no'}")
     print(f"CPU bfloat16: {data['cpu_bfloat16']}")
     print(f"backends: {', '.join(data['backends'])}")
+    for p, names in data["precisions"].items():
+        print(f"precision {p}: {', '.join(names) if names else 'not on this device'}")
     if data["onnxruntime"]:
         print(f"onnxruntime {data['onnxruntime']['version']}: {', '.join(data['onnxruntime']['providers'])}")
     for name, path in data["models"].items():
@@ -134,7 +148,7 @@ def register(sub) -> None:
          (["--col-classes"], dict(default=None, help="comma list of classes across (default: all)")),
          (["--vary-noise"], dict(action="store_true", help="draw new latents per cell instead of sharing them")),
          NO_LABELS])
-    # no --backend: interpolation blends class embeddings inside the nets, which only eager torch can do
+    # no --backend: interpolation feeds blended class vectors to the nets, which only eager torch takes
     _image_command(
         sub, "interpolate", _cmd_interpolate, "an interpolation sheet between two classes of one mechanism",
         "Moves one mechanism's class embedding from --start to --end. "

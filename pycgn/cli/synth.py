@@ -18,7 +18,7 @@ def _cmd_synth(args) -> int:
         synth(model=args.model, n=args.n, out=args.out, counterfactuals=args.counterfactuals,
               format=args.format, shard_size=args.shard_size, seed=args.seed, backend=args.backend,
               device=args.device, batch_size=args.batch_size, workers=args.workers, engine=args.engine,
-              ray_address=args.ray_address, quiet=args.quiet, design=args.design,
+              ray_address=args.ray_address, quiet=args.quiet, design=args.design, precision=args.precision,
               command=shlex.join(["pycgn", *argv]) if argv else None)
     except SynthError as e:
         print(f"pycgn synth: error: {' '.join(str(e).split())}", file=sys.stderr)
@@ -41,9 +41,10 @@ def register(sub) -> None:
     p.add_argument("--format", default="npz", choices=FORMATS, help="shard format (default: npz)")
     p.add_argument("--shard-size", type=int, default=10000, help="images per shard (default: 10000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--backend", default="auto",
-                   help=_checks.BACKEND_HELP + "; torch-bf16 is the fastest on AMX CPUs, its images within "
-                                               "a few uint8 levels of float32")
+    p.add_argument("--backend", default="auto", help=_checks.BACKEND_HELP)
+    p.add_argument("--precision", default="float32", choices=_checks.PRECISIONS,
+                   help=_checks.PRECISION_HELP + "; bfloat16 is the fastest on AMX/AVX512-BF16 CPUs, its images "
+                                                 "within a few uint8 levels of float32")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--batch-size", type=int, default=None, help=f"images per forward (default: {DEFAULT_BATCH})")
     p.add_argument("--workers", type=int, default=None,

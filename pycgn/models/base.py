@@ -16,6 +16,11 @@ from .._version import __version__
 
 DIGITS = tuple(str(i) for i in range(10))
 
+# One vocabulary for the mechanisms inside the package (nets, exports, runners, files); the public
+# API names each mechanism's class argument ``CLASS_ARGS`` (``bg=``), in the same order.
+MECHANISMS = ("shape", "texture", "background")
+CLASS_ARGS = ("shape", "texture", "bg")
+
 # The MNIST variants pycgn trains, ships and evaluates: one table for the data, the trainer, the
 # shipped weights and the evaluation.
 VARIANTS = ("colored_mnist", "double_colored_mnist", "wildlife_mnist")

@@ -17,7 +17,7 @@ when ``shared_noise`` (the published scheme: one noise vector for the three mech
 17 ``U_TRUNC_TEXTURE`` and 18 ``U_TRUNC_BG`` their own noise otherwise. Classes use the
 sampler's streams 3-5 over 1000 classes.
 
-Why one module of ~480 lines: the model, its sampling (truncated noise, class names) and its
+Why one module of ~560 lines: the model, its sampling (truncated noise, class names) and its
 strict loader of the published files are one format; the nets themselves are in ``biggan.py``
 and ``u2net.py``.
 """
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from .. import _checks
 from .._io import atomic_path
 from ..sampler import U_TRUNC, U_TRUNC_BG, U_TRUNC_TEXTURE, Draw, Sampler, normal
-from .base import CheckpointError, ExportSpec, ModelInfo, check_weights, read_torch_file, weights_sha256
+from .base import MECHANISMS, CheckpointError, ExportSpec, ModelInfo, check_weights, read_torch_file, weights_sha256
 from .biggan import BigGAN, BigGANConfig
 from .u2net import U2NET
 
@@ -45,7 +45,6 @@ TRUNCATION = 0.5       # the published CGN's default (and its README's sampling 
 TRUNC_BOUND = 2.0      # the published noise is scipy truncnorm(-2, 2)
 _ATTEMPTS = 16         # rejection tries per value: all fail with probability 0.0455**16 ~ 3e-22
 CLASSES_FILE = Path(__file__).with_name("imagenet_classes.txt")
-MECHANISMS = ("shape", "texture", "background")
 CLASS_INPUTS = ("ids", "vector")
 
 
@@ -201,8 +200,7 @@ class ImagenetMechanism(nn.Module):
         self.masker = masker
 
     def forward(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if not y.is_floating_point():
-            y = F.one_hot(y.long(), self.net.config.n_classes).float()
+        y = y.to(u.dtype) if y.is_floating_point() else F.one_hot(y.long(), self.net.config.n_classes).to(u.dtype)
         x = self.net(u, y, self.truncation)
         return self.masker(x) if self.masker is not None else x
 
@@ -216,6 +214,12 @@ class ImagenetCGN(nn.Module):
     """
 
     kind = "imagenet_cgn"
+    # bfloat16/float16 runners use autocast: the spectral norms divide every weight by a dot
+    # product recomputed per call, which keeps float32 weights and reductions accurate, while
+    # autocast runs the convolutions and matmuls (nearly all the time) in the low precision
+    low_precision = "autocast"
+    # exporting it takes minutes: backend auto uses an export only once it is cached
+    auto_exports = False
 
     def __init__(self, ch: int = 128, resolution: int = 256, u2net_div: int = 1,
                  n_classes: int = N_CLASSES, z_dim: int = Z_DIM, truncation: float = TRUNCATION,
@@ -295,6 +299,25 @@ class ImagenetCGN(nn.Module):
         kwargs.setdefault("truncation", self.truncation)
         return imagenet_draw(seed, indices, z_dim=self.latent_dim, **kwargs)
 
+    def sampler(self, seed: int, counterfactuals: int = 1) -> "ImagenetSampler":
+        """The seeded sampler of this model's inputs: truncated noise, uniform classes, no offsets."""
+        return ImagenetSampler(self, seed, counterfactuals)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return class_names() if self.n_classes == N_CLASSES else tuple(str(i) for i in range(self.n_classes))
+
+    def class_id(self, value, name: str = "class") -> int:
+        """A class id from an id (int or digit string) or an ImageNet class name (any synonym)."""
+        i = class_id(value, name)
+        if i >= self.n_classes:
+            raise ValueError(f"{name} has class id {i}, expected 0..{self.n_classes - 1}")
+        return i
+
+    def set_truncation(self, truncation) -> None:
+        """Sample at another truncation: it scales the noise and picks the batch-norm statistics."""
+        self.truncation = _check_truncation(truncation)
+
     def export_spec(self, truncation: float | None = None, class_input: str = "ids") -> ExportSpec:
         """What ``pycgn.export`` writes for this model. ``truncation`` (default: the model's) is
         fixed in the files: it selects the batch-norm statistics. ``class_input``: ``"ids"``
@@ -321,6 +344,22 @@ class ImagenetCGN(nn.Module):
                      "max_offset": 0,  # no texture crop in the ImageNet CGN
                      # u must be truncation * truncated_normal(bound): the batch norms use this truncation
                      "truncation": t, "truncation_bound": TRUNC_BOUND, "class_input": class_input})
+
+
+class ImagenetSampler:
+    """The ImageNet CGN's draws (truncated noise, its classes, zero offsets) behind the Sampler API."""
+
+    def __init__(self, model: ImagenetCGN, seed: int, counterfactuals: int = 1):
+        self.model, self.seed, self.counterfactuals = model, seed, counterfactuals
+        model.sampler_draw(seed, [])  # validates the seed now rather than at the first draw
+
+    def draw(self, indices, shape=None, texture=None, bg=None) -> Draw:
+        return self.model.sampler_draw(self.seed, indices, shape=shape, texture=texture, bg=bg,
+                                       counterfactuals=self.counterfactuals)
+
+    def draw_n(self, n: int, start: int = 0, **classes) -> Draw:
+        n = _checks.count("n", n)
+        return self.draw(range(start, start + n), **classes)
 
 
 class _IdsMechanism(nn.Module):

@@ -8,7 +8,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import numpy as np
+
 from .. import _checks
+from ..sampler import Sampler
 from .base import DIGITS, ExportSpec
 
 N_CLASSES = 10
@@ -73,6 +76,10 @@ class Mechanism(nn.Module):
         self.net = net
 
     def forward(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if y.is_floating_point():
+            # a class vector (N, n_classes): a one-hot row picks the embedding exactly, a blend of
+            # two classes blends their embeddings (interpolation)
+            return self.net(torch.cat([u, y.to(u.dtype) @ self.label_emb.weight], dim=1))
         return self.net(torch.cat([u, self.label_emb(y)], dim=1))
 
 
@@ -85,6 +92,10 @@ class MnistCGN(nn.Module):
     """
 
     kind = "mnist_cgn"
+    # bfloat16/float16 runners convert a copy of the weights: the small convolutions run fastest
+    # that way (channels-last bfloat16 on CPU)
+    low_precision = "weights"
+    auto_exports = True  # exported in seconds: backend auto exports it on first use
 
     def __init__(self, n_classes: int = N_CLASSES, latent_dim: int = LATENT_DIM, ngf: int = NGF,
                  image_size: int = IMAGE_SIZE):
@@ -109,6 +120,34 @@ class MnistCGN(nn.Module):
             "texture": Mechanism(self.label_emb, self.f_text1),
             "background": Mechanism(self.label_emb, self.f_text2),
         }
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(getattr(getattr(self, "info", None), "class_names", DIGITS))
+
+    def class_id(self, value, name: str = "class") -> int:
+        """A class id from an id (int or digit string) or one of ``class_names``."""
+        names = self.class_names
+        if isinstance(value, str):
+            if value in names:
+                return names.index(value)
+            if not value.strip().lstrip("-").isdigit():
+                raise ValueError(f"{name}: unknown class {value!r}; expected an id 0..{len(names) - 1} or one of "
+                                 f"{', '.join(names[:12])}{'...' if len(names) > 12 else ''}")
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be a class id or a class name, got {type(value).__name__}")
+        if not 0 <= value < len(names):
+            raise ValueError(f"{name} has class id {value}, expected 0..{len(names) - 1}")
+        return int(value)
+
+    def set_truncation(self, truncation) -> None:
+        raise ValueError("truncation applies to the ImageNet CGN only")
+
+    def sampler(self, seed: int, counterfactuals: int = 1) -> Sampler:
+        """The seeded sampler of this model's inputs: normal latents, uniform classes, crop offsets."""
+        return Sampler(seed, n_classes=self.n_classes, latent_dim=self.latent_dim, max_offset=self.image_size,
+                       counterfactuals=counterfactuals)
 
     def export_spec(self) -> ExportSpec:
         """What ``pycgn.export`` writes for this model: the mechanisms take class ids."""

@@ -59,24 +59,26 @@ def _progress_bar(total: int, initial: int, quiet: bool):
                 disable=quiet or not sys.stderr.isatty(), desc="pycgn synth")
 
 
-def _canonical_command(model, n, out, k, fmt, shard_size, seed, design=None) -> str:
+def _canonical_command(model, n, out, k, fmt, shard_size, seed, design=None, precision="float32") -> str:
     src = model if isinstance(model, (str, os.PathLike)) else getattr(getattr(model, "info", None), "source", "")
     args = ["pycgn", "synth", "--model", os.fspath(src) or "<in-memory model>", "--n", str(n),
             "--counterfactuals", str(k), "--out", os.fspath(out), "--format", fmt, "--shard-size",
             str(shard_size), "--seed", str(seed)]
     if design is not None:
         args += ["--design", design.text()]
+    if precision != "float32":
+        args += ["--precision", precision]
     return shlex.join(args)
 
 
-def _pinned_generator(model, backend: str, device, batch_size: int):
+def _pinned_generator(model, backend: str, device, batch_size: int, precision: str = "float32"):
     """A Generator whose backend is fixed for the whole dataset, and that backend's name.
 
     ``auto`` may choose another backend per batch-size class, and backends differ in the last
     bits, so ``auto`` is resolved once (for ``batch_size``) and recorded in the manifest.
     """
     from ..api import Generator
-    gen = Generator(model, backend, device)
+    gen = Generator(model, backend, device, precision=precision)
     if backend != "auto" or gen.backend != "auto":
         return gen, gen.backend
     return gen, gen.pin(max(batch_size, MIN_BATCH))
@@ -93,7 +95,7 @@ def synth(model="colored_mnist", n: int = 10000, out="synth", counterfactuals: i
           shard_size: int = 10000, seed: int = 0, backend: str = "auto", device: str = "auto",
           batch_size: int | None = None, workers: int | None = None, engine: str = "local",
           ray_address: str | None = None, quiet: bool = False, command: str | None = None,
-          design=None) -> dict:
+          design=None, precision: str = "float32") -> dict:
     """Synthesize ``n`` counterfactual images with labels into the folder ``out``; returns the manifest.
 
     ``model``: shipped name, checkpoint path or ``MnistCGN``. ``counterfactuals`` K: sample ``i``
@@ -107,6 +109,8 @@ def synth(model="colored_mnist", n: int = 10000, out="synth", counterfactuals: i
     ``command``: the command line to record in the manifest (default: one equivalent to this call).
     ``design``: draw the classes from a dataset design (``pycgn.synth.design``; a ``Design``, its
     JSON dict or its ``texture=agree:0.9,...`` text) instead of uniformly; recorded in the manifest.
+    ``precision``: ``float32`` (default), ``bfloat16`` or ``float16`` (CUDA only), as in
+    ``pycgn.generate``; recorded in the manifest.
     Rerunning the same call resumes; a different call on a used folder raises ``ValueError``.
     """
     n = _positive("n", n)
@@ -138,7 +142,11 @@ def synth(model="colored_mnist", n: int = 10000, out="synth", counterfactuals: i
     old = store.read_manifest(out_path) if out_path.is_dir() else None  # read only; again under the lock
     if old is not None and backend == "auto":
         backend = old.get("backend", "auto")  # resume with what made the first shards
-    gen, backend_used = _pinned_generator(model, backend, device, batch_size)
+    if backend in _checks.DEPRECATED_BACKENDS:  # one status line, then the setting it stands for
+        from .._status import say
+        say(f"pycgn synth: {_checks.deprecation(backend)}")
+        backend, precision = _checks.backend_alias(backend, precision)
+    gen, backend_used = _pinned_generator(model, backend, device, batch_size, precision)
     info = gen.info
     if design is not None:
         design = design.resolve(gen)
@@ -150,10 +158,11 @@ def synth(model="colored_mnist", n: int = 10000, out="synth", counterfactuals: i
         plan = Plan(n, shard_size, format)
         manifest = {
             "kind": KIND, "format_version": FORMAT_VERSION, "pycgn_version": __version__,
-            "command": command or _canonical_command(model, n, out, k, format, shard_size, seed, design),
+            "command": command or _canonical_command(model, n, out, k, format, shard_size, seed, design,
+                                                           gen.precision),
             "model": {"name": info.variant, "sha256": info.sha256},
             "seed": int(seed), "n": n, "counterfactuals": k, "format": format, "shard_size": shard_size,
-            "backend": backend_used, "device": gen.device.type,
+            "backend": backend_used, "precision": gen.precision, "device": gen.device.type,
             "image_size": gen.model.image_size, "class_names": list(info.class_names),
             "arrays": dict(ARRAYS), "complete": False, "shards": [],
         }
@@ -185,10 +194,10 @@ def synth(model="colored_mnist", n: int = 10000, out="synth", counterfactuals: i
                 pass
             elif engine == "ray":
                 run_ray(ray, gen.model, backend_used, gen.device.type, seed, k, plan, todo, batch_size,
-                        workers, out_path, done, bar.update, design)
+                        workers, out_path, done, bar.update, design, gen.precision)
             elif (workers or 1) > 1:
                 run_processes(gen.model, backend_used, gen.device.type, seed, k, plan, todo, batch_size,
-                              workers, out_path, done, bar.update, design)
+                              workers, out_path, done, bar.update, design, gen.precision)
             else:
                 run_local(gen, make_sampler(gen, seed, k, design), plan, todo, batch_size, out_path,
                           done, bar.update)
@@ -203,6 +212,7 @@ def synth(model="colored_mnist", n: int = 10000, out="synth", counterfactuals: i
         rate = f", {made / dt:,.0f} img/s" if made and dt > 0 else ""
         shards = f"{plan.shards} {format} shard{'' if plan.shards == 1 else 's'}"
         print(f"pycgn synth: {n:,} image{'' if n == 1 else 's'} in {shards} -> {out_path} ({made:,} made, "
-              f"{resumed:,} resumed) in {time.perf_counter() - t0:.1f} s{rate}; backend {backend_used}",
+              f"{resumed:,} resumed) in {time.perf_counter() - t0:.1f} s{rate}; backend {backend_used}, "
+              f"{gen.precision}",
               file=sys.stderr)
     return manifest

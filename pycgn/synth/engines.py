@@ -126,12 +126,13 @@ def run_local(gen, sampler, plan: Plan, todo, batch_size: int, out: Path, done, 
         raise failure[0]
 
 
-def _worker_main(model, backend, device, seed, k, plan, batch_size, threads, tasks, results, out, design):
+def _worker_main(model, backend, device, seed, k, plan, batch_size, threads, tasks, results, out, design,
+                 precision="float32"):
     """One process of ``workers > 1``: pulls shard ids, reports progress and finished shards."""
     try:
         torch.set_num_threads(threads)
         from ..api import Generator
-        gen = Generator(model, backend, device)
+        gen = Generator(model, backend, device, precision=precision)
         sampler = make_sampler(gen, seed, k, design)
         run_local(gen, sampler, plan, iter(tasks.get, None), batch_size, out,
                   done=lambda rec: results.put(("done", rec)),
@@ -142,7 +143,7 @@ def _worker_main(model, backend, device, seed, k, plan, batch_size, threads, tas
 
 
 def run_processes(model, backend, device, seed, k, plan, todo, batch_size, workers, out, done, progress,
-                  design=None):
+                  design=None, precision="float32"):
     """Shards ``todo`` made by ``workers`` spawned processes, each a ``run_local``."""
     import multiprocessing as mp
     ctx = mp.get_context("spawn")  # fork would copy torch's thread pools and locks
@@ -154,7 +155,7 @@ def run_processes(model, backend, device, seed, k, plan, todo, batch_size, worke
     threads = max(1, torch.get_num_threads() // workers)
     procs = [ctx.Process(target=_worker_main, daemon=True,
                          args=(model, backend, device, seed, k, plan, batch_size, threads, tasks, results, out,
-                               design))
+                               design, precision))
              for _ in range(workers)]
     for p in procs:
         p.start()
@@ -191,10 +192,10 @@ def run_processes(model, backend, device, seed, k, plan, todo, batch_size, worke
 class _RayWorker:
     """A Ray actor: one Generator, makes whole shards and returns their encoded files."""
 
-    def __init__(self, model, backend, device, seed, k, plan, threads, design=None):
+    def __init__(self, model, backend, device, seed, k, plan, threads, design=None, precision="float32"):
         torch.set_num_threads(threads)
         from ..api import Generator
-        self.gen = Generator(model, backend, device)
+        self.gen = Generator(model, backend, device, precision=precision)
         self.sampler = make_sampler(self.gen, seed, k, design)
         self.plan = plan
         m = self.gen.model
@@ -247,7 +248,7 @@ def _lost_errors(ray) -> tuple:
 
 
 def run_ray(ray, model, backend, device, seed, k, plan, todo, batch_size, workers, out, done, progress,
-            design=None):
+            design=None, precision="float32"):
     """Shards ``todo`` made by Ray actors (one per CPU unless ``workers``); this process writes them.
 
     A shard whose actor dies (its process or node lost) goes back to the queue and is made by a
@@ -262,7 +263,8 @@ def run_ray(ray, model, backend, device, seed, k, plan, todo, batch_size, worker
     # spread over the nodes: more memory bandwidth, and a lost node takes fewer actors with it
     cls = ray.remote(num_cpus=share, scheduling_strategy="SPREAD")(_RayWorker)
     model_ref = ray.put(model)
-    pool = {a: cls.remote(model_ref, backend, device, seed, k, plan, threads, design) for a in range(actors)}
+    pool = {a: cls.remote(model_ref, backend, device, seed, k, plan, threads, design, precision)
+            for a in range(actors)}
     lost, tries = _lost_errors(ray), {}
     pending: dict = {}  # result ref -> (actor number, shard id)
     todo = list(reversed(todo))

@@ -17,12 +17,12 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .. import _io
+from .. import _checks, _io
 from .format import KIND, MANIFEST, Plan, files_sha256, shard_sha256
 
 _TMP = re.compile(r"^\.(shard-\d+(\.npz|\.tar)?|manifest\.json)\..+\.tmp$")
 # settings that fix the bytes of the data; the rest (workers, batch size, engine) do not
-IDENTITY = ("seed", "n", "counterfactuals", "format", "shard_size", "backend", "device", "design")
+IDENTITY = ("seed", "n", "counterfactuals", "format", "shard_size", "backend", "precision", "device", "design")
 
 
 class SynthError(RuntimeError):
@@ -125,6 +125,9 @@ def differences(old: dict, new: dict) -> list[str]:
     if old.get("model", {}).get("sha256") != new["model"]["sha256"]:
         diffs.append(f"model weights {old.get('model', {}).get('sha256', '?')[:12]}... there, "
                      f"{new['model']['sha256'][:12]}... here")
+    old = dict(old)
+    old.setdefault("precision", "float32")  # before pycgn recorded it, data was made in float32...
+    old["backend"], old["precision"] = _checks.backend_alias(old.get("backend"), old["precision"])  # torch-bf16
     for k in IDENTITY:
         if old.get(k) != new.get(k):  # design: absent without one
             diffs.append(f"{k} {old.get(k)!r} there, {new.get(k)!r} here")

@@ -26,11 +26,13 @@ class CounterfactualStream(IterableDataset):
     ``labels`` holds ``index``, ``shape``, ``texture``, ``bg`` and ``label`` (the class of the
     design's label mechanism). ``split``: the benchmark split whose samples to make (its seed is
     ``split_seed(seed, split)``); None uses ``seed`` itself (``pycgn synth --design`` with that
-    seed). ``backend`` must be the benchmark's (``from_benchmark`` reads it) for the same bits.
+    seed). ``backend`` and ``precision`` must be the benchmark's (``from_benchmark`` reads them) for
+    the same bits.
     """
 
     def __init__(self, design, n: int, seed: int = 0, split: str | None = None, model="colored_mnist",
-                 backend: str = "torch", device: str = "cpu", batch_size: int = 256, transform=None):
+                 backend: str = "torch", device: str = "cpu", batch_size: int = 256, transform=None,
+                 precision: str = "float32"):
         from .. import _checks
         from ..sampler import Sampler
         from .design import parse_design, split_seed
@@ -42,6 +44,7 @@ class CounterfactualStream(IterableDataset):
         self.seed = split_seed(seed, split) if split is not None else int(seed)
         self.design = parse_design(design)
         self.model, self.backend, self.device, self.transform = model, backend, device, transform
+        self.precision = _checks.precision(precision, device)
         self._gen = None
         if backend == "auto":
             raise ValueError("backend: give the benchmark's backend (auto may choose another per batch size, "
@@ -54,7 +57,7 @@ class CounterfactualStream(IterableDataset):
         from .benchmark import read_datasheet, split_manifest
         sheet, m = read_datasheet(root), split_manifest(root, split)
         return cls(m["design"], m["n"], sheet["seed"], split, model or sheet["model"]["source"], m["backend"],
-                   device, batch_size, transform)
+                   device, batch_size, transform, m.get("precision", "float32"))
 
     def __len__(self) -> int:
         return self.n
@@ -62,7 +65,7 @@ class CounterfactualStream(IterableDataset):
     def _generator(self):
         if self._gen is None:  # made in each worker process, not pickled
             from ..api import Generator
-            self._gen = Generator(self.model, self.backend, self.device)
+            self._gen = Generator(self.model, self.backend, self.device, precision=self.precision)
             self.design = self.design.resolve(self._gen)
         return self._gen
 
