@@ -230,20 +230,106 @@ def test_aoti_refuses_damaged_packages(aoti_f32, tmp_path):
 
 
 def test_aoti_export_of_a_tiny_imagenet_cgn(tmp_path):
+    """The ImageNet CGN through the same writer (its export_spec: ids one-hot inside the graph,
+    the truncation in the metadata). Only the texture mechanism is compiled: the U2-Net of the
+    shape mechanism alone takes ~8 minutes on 2 busy cores, and adds nothing the format checks."""
     _skip_without_compiler()
     from pycgn.models import ImagenetCGN
     from test_imagenet import TINY, randomize_
     model = randomize_(ImagenetCGN(**TINY, truncation=0.4)).eval()
-    d = ex.export(model, tmp_path / "inet", format="aoti")
-    side = ex.read_sidecar(d, "aoti", weights_sha256(model.state_dict()), kind=model.kind)
-    assert side["truncation"] == 0.4 and side["class_input"] == "ids"
-    mechs = model.export_spec().mechanisms
-    for m in ex.MECHANISMS:
-        net = ex.load_aoti_file(side["paths"][m], m, side)
-        assert net.metadata["pycgn.truncation"] == "0.4"
-        for n in (1, 3):
-            g = torch.Generator().manual_seed(n)
-            u = torch.randn(n, model.latent_dim, generator=g).clamp(-2, 2) * 0.4
-            y = torch.randint(0, model.n_classes, (n,), generator=g)
-            with torch.inference_mode():
-                torch.testing.assert_close(net(u, y), mechs[m](u, y), atol=1e-4, rtol=0)
+    spec = model.export_spec()
+    side = ex.sidecar_for(model, "aoti", spec=spec, aoti=ex.aoti_fields("float32", "cpu"))
+    assert side["truncation"] == 0.4 and side["class_input"] == "ids" and side["precision"] == "float32"
+    mechs, example = ex._aoti_mechanisms(model, spec, "float32", torch.device("cpu"), {})
+    meta = {"weights_sha256": side["weights_sha256"], "mechanism": "texture", "format_version": 1,
+            **spec.file_meta, **ex.aoti_fields("float32", "cpu")}
+    p = tmp_path / side["files"]["texture"]
+    ex._aoti_package(mechs["texture"].eval(), example, meta, p)
+    assert [f.name for f in tmp_path.iterdir()] == ["texture.pt2"]  # no temporary left behind
+    net = ex.load_aoti_file(p, "texture", side)
+    assert net.metadata["pycgn.truncation"] == "0.4"
+    for n in (1, 3):
+        g = torch.Generator().manual_seed(n)
+        u = torch.randn(n, model.latent_dim, generator=g).clamp(-2, 2) * 0.4
+        y = torch.randint(0, model.n_classes, (n,), generator=g)
+        with torch.inference_mode():
+            torch.testing.assert_close(net(u, y), spec.mechanisms["texture"](u, y), atol=1e-4, rtol=0)
+    with pytest.raises(ex.ExportError, match=r"texture\.pt2: holds the 'texture' generator, expected 'shape'"):
+        ex.load_aoti_file(p, "shape", side)
+
+
+# --- the aoti backend -------------------------------------------------------------------------
+
+def test_aoti_backend_argument_errors():
+    model = random_mnist(5)
+    with pytest.raises(ValueError, match="'float16' runs on CUDA only, not on cpu"):
+        runtime.make_runner(model, backend="aoti", precision="float16")
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, float16"):
+        runtime.make_runner(model, backend="aoti", precision="half")
+    assert not runtime.aoti_cached(model)  # nothing was compiled on the way
+
+
+@pytest.fixture(scope="session")
+def aoti_bf16(aoti_model, tmp_path_factory):
+    """The bfloat16 packages of ``aoti_model``, compiled once per session into the session's cache."""
+    _skip_without_compiler()
+    return _in_session_cache(tmp_path_factory,
+                             lambda: runtime.cached_export(aoti_model, "aoti", precision="bfloat16"))
+
+
+def _max_diff(runner, model, n=64, seed=3):
+    u, y = _inputs(n, seed, model)
+    got = runner(u, y, u, y, u, y)
+    with torch.inference_mode():
+        want = model(u, y, u, y, u, y)
+    assert all(g.dtype == torch.float32 and g.shape == w.shape for g, w in zip(got, want))
+    return max((g - w).abs().max().item() for g, w in zip(got, want))
+
+
+def test_aoti_runner_loads_the_cached_packages(aoti_f32, aoti_model):
+    stamp = {p.name: p.stat().st_mtime_ns for p in aoti_f32.iterdir()}
+    runner = runtime.make_runner(aoti_model, backend="aoti")
+    assert runner.name == "aoti" and runner.precision == "float32" and runner.providers == ["aoti-cpu-float32"]
+    assert {p.parent for p in runner.paths.values()} == {aoti_f32}
+    assert {p.name: p.stat().st_mtime_ns for p in aoti_f32.iterdir()} == stamp  # loaded, not compiled again
+    assert _max_diff(runner, aoti_model) <= 1e-4
+    e = runner(*[t[:0] for t in (*_inputs(1, 0, aoti_model),) * 3])  # an empty batch, like every runner
+    assert [t.shape[0] for t in e] == [0, 0, 0]
+    # auto considers aoti because its packages are cached, and times it against the others
+    auto = runtime.make_runner(aoti_model, backend="auto")
+    assert "aoti" in auto.candidates
+    assert _max_diff(auto, aoti_model, n=16) <= 1e-4 and auto.name in auto.candidates
+    other = random_mnist(778)  # nothing cached for these weights: auto leaves aoti out, compiles nothing
+    assert "aoti" not in getattr(runtime.make_runner(other, backend="auto"), "candidates", {})
+    assert not runtime.aoti_cached(other)
+
+
+def test_aoti_bfloat16_runner(aoti_bf16, aoti_model):
+    """bfloat16 keeps 8 bits of mantissa: outputs within a documented tolerance of float32 (0.1, the
+    runner's load-time parity bound; 0.03 measured), images within a few uint8 levels."""
+    import pycgn
+    runner = runtime.make_runner(aoti_model, backend="aoti", precision="bfloat16")
+    assert runner.precision == "bfloat16" and runner.providers == ["aoti-cpu-bfloat16"]
+    assert {p.parent for p in runner.paths.values()} == {aoti_bf16}
+    diff = _max_diff(runner, aoti_model, n=256)
+    assert 0 < diff <= runtime.AOTI_PARITY_ATOL["bfloat16"], diff  # > 0: it did compute in bfloat16
+    gen, low = pycgn.Generator(aoti_model, backend="torch"), pycgn.Generator(aoti_model, backend="torch")
+    low._runner = runner  # Generator(..., precision=) is the precision setting of issue 17 item 3
+    draw = gen.sampler(5).draw(range(300))
+    levels = (gen.images(draw).int() - low.images(draw).int()).abs().float()
+    assert levels.mean() < 1.0 and torch.quantile(levels.flatten(), 0.999) <= 8, (levels.mean(), levels.max())
+    # a bfloat16 export is not a float32 one
+    with pytest.raises(ex.ExportError, match="holds bfloat16 packages, float32 was asked for"):
+        runtime.make_runner(aoti_model, backend="aoti", export_dir=aoti_bf16)
+
+
+def test_synth_compiles_aoti_only_for_large_jobs(monkeypatch):
+    from pycgn import synth as synth_mod
+    import pycgn
+    calls = []
+    monkeypatch.setattr(runtime, "cached_export", lambda model, fmt, **kw: calls.append((fmt, kw)))
+    gen = pycgn.Generator(random_mnist(6), backend="torch")
+    assert not synth_mod._compile_aoti_if_repaid(gen, synth_mod.AOTI_MIN_IMAGES - 1) and calls == []
+    if "aoti" in runtime.available_backends():
+        assert synth_mod._compile_aoti_if_repaid(gen, synth_mod.AOTI_MIN_IMAGES)
+        assert calls == [("aoti", {"precision": "float32", "device": gen.device})]

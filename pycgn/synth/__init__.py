@@ -69,14 +69,40 @@ def _canonical_command(model, n, out, k, fmt, shard_size, seed, design=None) -> 
     return shlex.join(args)
 
 
-def _pinned_generator(model, backend: str, device, batch_size: int):
+# ``auto`` compiles the aoti packages for jobs of at least this many images, and only considers them
+# (cached) for smaller ones. Measured on the project's 2-core machine (benchmarks/RESULTS.md):
+# compiling an MNIST CGN's three packages takes 2-3 min (plus ~2 min for AOTInductor's
+# precompiled headers the first time on a machine); aoti saves ~TODO ms per image against onnxruntime
+# in `pycgn synth`, so it repays its compile from about TODO images on.
+AOTI_MIN_IMAGES = 500_000
+
+
+def _compile_aoti_if_repaid(gen, n: int) -> bool:
+    """Compile ``gen``'s aoti packages into the cache when ``n`` images repay it; True if it did."""
+    from .. import runtime
+    if n < AOTI_MIN_IMAGES or gen.model.kind != "mnist_cgn" or "aoti" not in runtime.available_backends():
+        return False
+    precision = getattr(gen, "precision", "float32")
+    if runtime.aoti_cached(gen.model, precision, gen.device):
+        return False
+    from .._status import say
+    say(f"synth: {n:,} images repay compiling the model's aoti packages (from {AOTI_MIN_IMAGES:,} on); "
+        f"later runs load them")
+    runtime.cached_export(gen.model, "aoti", precision=precision, device=gen.device)
+    return True
+
+
+def _pinned_generator(model, backend: str, device, batch_size: int, n: int = 0):
     """A Generator whose backend is fixed for the whole dataset, and that backend's name.
 
     ``auto`` may choose another backend per batch-size class, and backends differ in the last
-    bits, so ``auto`` is resolved once (for ``batch_size``) and recorded in the manifest.
+    bits, so ``auto`` is resolved once (for ``batch_size``) and recorded in the manifest. For a
+    job of ``AOTI_MIN_IMAGES`` or more, ``auto`` first compiles the aoti packages (once per machine).
     """
     from ..api import Generator
     gen = Generator(model, backend, device)
+    if backend == "auto" and _compile_aoti_if_repaid(gen, n):
+        gen = Generator(gen.model, backend, device)  # auto now finds the packages in the cache
     if backend != "auto" or gen.backend != "auto":
         return gen, gen.backend
     return gen, gen.pin(max(batch_size, MIN_BATCH))
@@ -138,7 +164,7 @@ def synth(model="colored_mnist", n: int = 10000, out="synth", counterfactuals: i
     old = store.read_manifest(out_path) if out_path.is_dir() else None  # read only; again under the lock
     if old is not None and backend == "auto":
         backend = old.get("backend", "auto")  # resume with what made the first shards
-    gen, backend_used = _pinned_generator(model, backend, device, batch_size)
+    gen, backend_used = _pinned_generator(model, backend, device, batch_size, n)
     info = gen.info
     if design is not None:
         design = design.resolve(gen)
