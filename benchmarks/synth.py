@@ -124,12 +124,13 @@ def main() -> int:
     ap.add_argument("--pycgn-args", default="", help="extra arguments for pycgn synth, e.g. '--batch-size 512'")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the candidates, interleaved")
     ap.add_argument("--json", default=None, help="write the results here")
-    ap.add_argument("--quick", action="store_true", help="a smoke run (under a minute): --n 1000")
+    ap.add_argument("--quick", action="store_true", help="a smoke run (under a minute): --n 1000, no aoti")
     ap.add_argument("--out", default=None, help="also write the markdown report here")
     ap.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.quick:
         args.n = 1000
+        args.no_aoti = True  # its compile alone takes minutes
     if args.child:
         what, rest = args.child[0], args.child[1:]
         if what == "published":

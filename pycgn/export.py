@@ -27,6 +27,10 @@ else is written here, once, for every model.
 Each model file also records the weights sha256 and its mechanism (ONNX ``metadata_props``,
 TorchScript extra file ``pycgn.json``, AOTInductor metadata), so a file moved into the wrong folder
 is caught.
+
+Why one module of ~650 lines: the three formats share the sidecar (written and read here), the
+per-file record check and the error conventions of the readers; a format's writer and reader sit
+side by side so that they change together.
 """
 from __future__ import annotations
 
