@@ -629,18 +629,14 @@ def load_aoti_file(p: Path, mechanism: str, side: dict, device="cpu"):
                           f"(export it again on this machine)")
     index = (device.index if device.index is not None else torch.cuda.current_device()) \
         if device.type == "cuda" else -1
-    quiet = logging.getLogger("torch._inductor.package.package")  # "Loading outdated pt2 file" on failure
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            net = _AotiNet(torch._inductor.aoti_load_package(str(p), device_index=index))
-    except Exception as e:  # the loader raises RuntimeError, and others from its fallback path
+        # The C++ loader directly: torch._inductor.aoti_load_package first probes the CPU's vector
+        # ISAs by compiling test programs with g++ (~10 s per process); the ISA check above is ours.
+        loader = torch._C._aoti.AOTIModelPackageLoader(str(p), "model", False, 1, index)
+        net = _AotiNet(loader)
+    except Exception as e:  # the loader raises RuntimeError; anything else is as fatal for this file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ExportError(f"{p}: AOTInductor cannot load it: {first:.300}") from e
-    finally:
-        quiet.setLevel(level)
     # the metadata compiled into the native code must be the archive's record read above
     if {k: v for k, v in net.metadata.items() if k.startswith(AOTI_META)} != \
             {k: v for k, v in meta.items() if k.startswith(AOTI_META)}:
@@ -649,12 +645,12 @@ def load_aoti_file(p: Path, mechanism: str, side: dict, device="cpu"):
 
 
 class _AotiNet:
-    """A loaded package as ``(u, y) -> image``, called through the loader directly: the wrapper's
-    pytree round trip per call costs more than a small batch's compute."""
+    """A loaded package as ``(u, y) -> image``, called through the loader directly: Python's
+    wrapper (``AOTICompiledModel``) adds a pytree round trip per call."""
 
-    def __init__(self, compiled):
-        self.compiled = compiled
-        self.metadata = compiled.get_metadata()
+    def __init__(self, loader):
+        self.loader = loader
+        self.metadata = loader.get_metadata()
 
     def __call__(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.compiled.loader.boxed_run([u, y])[0]
+        return self.loader.boxed_run([u, y])[0]
