@@ -18,7 +18,8 @@ mask clamp and the texture crop, exactly like ``model(...)``. Backends:
 - ``aoti``: AOTInductor packages (``torch.export`` + ahead-of-time inductor, freezing on), compiled
   once per weights, precision, torch version and device architecture into the cache (minutes:
   ~40 s per MNIST net on 2 cores), then loaded in milliseconds by every later process. Takes
-  ``precision`` (``float32``, ``bfloat16``, ``float16`` on CUDA). 1.5-2x eager float32 on CPU.
+  ``precision`` (``float32``, ``bfloat16``, ``float16`` on CUDA). On the 2-core CPU: float32 ~2x
+  eager, about onnxruntime's speed; bfloat16 ~2x torch-bf16 (``benchmarks/RESULTS.md``).
 - ``onnxruntime``: the exported ONNX files; the CPU execution provider, or CUDA (and TensorRT
   when present) with IOBinding so inputs and outputs stay on the GPU, ordered after the caller's
   current torch stream (synchronised around each call).
@@ -446,7 +447,7 @@ class TorchScriptRunner(_NetsRunner):
 
 # How far a loaded package may stray from eager float32 in the parity check at load (which catches
 # foreign or corrupt files: other weights differ by ~1). bfloat16 keeps 8 bits of mantissa: the MNIST
-# nets' outputs moved by up to ~0.03 in tests/test_aoti.py; float16 (10 bits) by less.
+# nets' outputs moved by up to 0.04 (the mask's logits; images 2e-3); float16 (10 bits) by less.
 AOTI_PARITY_ATOL = {"float32": 1e-3, "bfloat16": 0.1, "float16": 0.05}
 
 

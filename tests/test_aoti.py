@@ -306,7 +306,7 @@ def test_aoti_runner_loads_the_cached_packages(aoti_f32, aoti_model):
 
 def test_aoti_bfloat16_runner(aoti_bf16, aoti_model):
     """bfloat16 keeps 8 bits of mantissa: outputs within a documented tolerance of float32 (0.1, the
-    runner's load-time parity bound; 0.03 measured), images within a few uint8 levels."""
+    runner's load-time parity bound; 0.04 measured), images within a few uint8 levels."""
     import pycgn
     runner = runtime.make_runner(aoti_model, backend="aoti", precision="bfloat16")
     assert runner.precision == "bfloat16" and runner.providers == ["aoti-cpu-bfloat16"]
