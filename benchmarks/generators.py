@@ -19,6 +19,10 @@ only ever slow a round down. Minor page faults per call (``ru_minflt``) are coun
 timed calls. "eager" is ``model(...)`` under ``torch.inference_mode()``, the baseline of the ratios.
 The machine's limit is the best float32 matmul rate (``torch.mm`` 2048^2), against which the
 generators' useful FLOP rate is given as a fraction.
+
+``aoti`` (float32) and ``aoti-bf16`` are the AOTInductor packages: the first worker compiles them
+into the run's cache (the time is reported apart, with the load time of the later workers), so
+``auto`` in every worker sees them cached and may pick ``aoti``.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 
 import _harness as H  # first: it makes this checkout's pycgn importable
 
@@ -35,6 +40,7 @@ CONFIGS = {  # key: (title, allocator, environment changes)
     "tcmalloc": ("tcmalloc preloaded", "tcmalloc", {}),
 }
 PUBLISHED = H.PUBLISHED / "colored_mnist.pth"
+BF16 = ("torch-bf16", "aoti-bf16")  # their fraction is of the bfloat16 matmul rate; not float32's images
 
 
 def _model():
@@ -54,7 +60,13 @@ def worker(args) -> dict:
     backends = ["torch", "torch-bf16", "torchscript", "onnxruntime", "auto"]
     if args.compile and "torch.compile" in runtime.available_backends():
         backends.insert(1, "torch.compile")
+    aoti = {}  # candidate -> (seconds to make the runner, whether the packages were cached)
     for b in backends:
+        if b == "auto" and args.aoti and "aoti" in runtime.available_backends():
+            for name, precision in (("aoti", "float32"), ("aoti-bf16", "bfloat16")):
+                cached, t0 = runtime.aoti_cached(model, precision), time.perf_counter()
+                cands[name] = runtime.make_runner(model, backend="aoti", device="cpu", precision=precision)
+                aoti[name] = (time.perf_counter() - t0, cached)
         if b in runtime.available_backends():
             cands[b] = runtime.make_runner(model, backend=b, device="cpu")
 
@@ -66,7 +78,7 @@ def worker(args) -> dict:
 
     res = {"source": source, "malloc_tuned": runtime.tune_malloc() if "torch" in cands else False,
            "threads": torch.get_num_threads(), "flops_per_image": H.mnist_flops_per_image(model),
-           "matmul_flops": H.matmul_rate(), "rows": {}}
+           "matmul_flops": H.matmul_rate(), "aoti": aoti, "rows": {}}
     if "torch-bf16" in cands:  # its fraction is of the bfloat16 rate (AMX makes that ~6x float32's)
         res["matmul_flops_bf16"] = H.matmul_rate(torch.bfloat16)
     for n in args.batches:
@@ -107,6 +119,10 @@ def markdown(results: dict, args) -> str:
     ]
     for key, res in results.items():
         lines += [f"## {CONFIGS[key][0]} (allocator in use: {res['allocator']})", ""]
+        for c, (secs, cached) in res.get("aoti", {}).items():
+            lines.append(f"- {c}: packages {'loaded from the cache' if cached else 'compiled'} in {secs:.2f} s")
+        if res.get("aoti"):
+            lines.append("")
         rows = res["rows"]
         cands = list(next(iter(rows.values())))
         body = []
@@ -115,11 +131,11 @@ def markdown(results: dict, args) -> str:
             cells = []
             for c in cands:
                 v = row[c]["img_s"]
-                limit = res["matmul_flops_bf16"] if c == "torch-bf16" else res["matmul_flops"]
+                limit = res["matmul_flops_bf16"] if c in BF16 else res["matmul_flops"]
                 frac = v * res["flops_per_image"] / limit
                 cells.append(f"{v:,.0f} ({H.ratio(v / eager)}, {row[c]['faults']:,.0f} f, {H.share(frac)})")
             if "auto" in row:
-                bestv = max(row[c]["img_s"] for c in cands if c not in ("auto", "torch-bf16"))
+                bestv = max(row[c]["img_s"] for c in cands if c != "auto" and c not in BF16)
                 tail = [row["auto"].get("picked", ""), f"{row['auto']['img_s'] / bestv:.2f}"]
             else:
                 tail = ["", ""]
@@ -137,6 +153,8 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=0.15, help="least time of one candidate in a round")
     p.add_argument("--budget", type=float, default=40.0, help="seconds of timed rounds per batch size")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="leave torch.compile out")
+    p.add_argument("--no-aoti", dest="aoti", action="store_false",
+                   help="leave the aoti rows out (their first compile takes minutes)")
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {','.join(CONFIGS)}")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run (under a minute): batches 1,16, 3 short rounds, no torch.compile")
@@ -145,6 +163,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.batches, args.rounds, args.seconds, args.budget, args.compile = "1,16", 3, 0.05, 1.0, False
+        args.aoti = False
     args.batches = [int(b) for b in args.batches.split(",")]
     if args.child_json:
         return H.child_result(args.child_json, worker(args))
@@ -157,7 +176,8 @@ def main(argv=None) -> int:
                     for key in args.configs.split(",")}
         argv = ["--batches", ",".join(map(str, args.batches)), "--rounds", str(args.rounds),
                 "--seconds", str(args.seconds), "--budget", str(args.budget)]
-        results = H.rerun(__file__, argv + ([] if args.compile else ["--no-compile"]), variants)
+        argv += ([] if args.compile else ["--no-compile"]) + ([] if args.aoti else ["--no-aoti"])
+        results = H.rerun(__file__, argv, variants)
     H.write_report(args.out, markdown(results, args))
     return 0
 

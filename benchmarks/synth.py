@@ -10,6 +10,10 @@ Each candidate runs in a fresh subprocess on the same weights; the time is from 
 - ``pycgn``: ``pycgn synth --format npz`` (default settings: float32, ``--backend auto``).
 - ``pycgn synth --precision bfloat16``: bfloat16 generator nets (fast on AMX/AVX512-BF16 CPUs);
   ``--no-bf16`` leaves it out.
+- ``pycgn synth --backend aoti`` and plain ``pycgn synth`` once the aoti packages are cached (``auto``
+  then times them against the others): both on a cache of their own, filled first by a timed
+  compile step (reported apart: once per machine, weights, precision and torch version);
+  ``--no-aoti`` leaves them out.
 
     python benchmarks/synth.py --n 100000                    # the comparison (minutes)
     python benchmarks/synth.py --n 1000000 --only pycgn      # peak RSS of a large run
@@ -76,6 +80,18 @@ def published(model_path: str, n: int, out: str, batch: int = 100, k: int = 1) -
     torch.save([torch.cat(xs), torch.cat(ys_all)], out)
 
 
+def compile_aoti(model_path: str, stats: str) -> None:
+    """Fill $PYCGN_CACHE_DIR with the model's ONNX export and aoti packages, timing each."""
+    import pycgn
+    from pycgn import runtime
+    model = pycgn.load(model_path)
+    t0 = time.perf_counter()
+    runtime.cached_export(model, "onnx")
+    t1 = time.perf_counter()
+    runtime.cached_export(model, "aoti")
+    Path(stats).write_text(json.dumps({"onnx_s": t1 - t0, "aoti_s": time.perf_counter() - t1}))
+
+
 def pycgn_synth(model_path: str, n: int, out: str, stats: str, extra: list[str]) -> None:
     from pycgn import synth as S
     from pycgn.cli import main
@@ -104,19 +120,23 @@ def main() -> int:
     ap.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint path or shipped model name")
     ap.add_argument("--only", choices=("published", "pycgn"), default=None)
     ap.add_argument("--no-bf16", action="store_true", help="skip the --precision bfloat16 candidate")
+    ap.add_argument("--no-aoti", action="store_true", help="skip the aoti candidates (and their compile)")
     ap.add_argument("--pycgn-args", default="", help="extra arguments for pycgn synth, e.g. '--batch-size 512'")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the candidates, interleaved")
     ap.add_argument("--json", default=None, help="write the results here")
-    ap.add_argument("--quick", action="store_true", help="a smoke run (under a minute): --n 1000")
+    ap.add_argument("--quick", action="store_true", help="a smoke run (under a minute): --n 1000, no aoti")
     ap.add_argument("--out", default=None, help="also write the markdown report here")
     ap.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.quick:
         args.n = 1000
+        args.no_aoti = True  # its compile alone takes minutes
     if args.child:
         what, rest = args.child[0], args.child[1:]
         if what == "published":
             published(args.model, args.n, rest[0])
+        elif what == "compile":
+            compile_aoti(args.model, rest[0])
         else:
             pycgn_synth(args.model, args.n, rest[0], rest[1], args.pycgn_args.split())
         return 0
@@ -142,8 +162,21 @@ def main() -> int:
             candidates.append(("pycgn synth, tcmalloc", "pycgn", "tcmalloc", []))
         if not args.no_bf16:
             candidates.append(("pycgn synth --precision bfloat16", "pycgn", "glibc", ["--precision", "bfloat16"]))
-    results = {name: [] for name, *_ in candidates}
     work = Path(tempfile.mkdtemp(prefix="pycgn-bench-synth-"))
+    caches = {}  # candidate -> its PYCGN_CACHE_DIR (others: the user's, as a user runs it)
+    compiled = None
+    if args.only in (None, "pycgn") and not args.no_aoti:
+        caches = {"pycgn synth --backend aoti": work / "aoti-cache", "pycgn synth, aoti cached": work / "aoti-cache"}
+        dt, _, rc = _spawn([*me, "--child", "compile", str(work / "compile.json")],
+                           H.allocator_env("glibc", PYCGN_CACHE_DIR=str(work / "aoti-cache")))
+        if rc != 0:
+            raise SystemExit(f"aoti compile: exit status {rc}")
+        compiled = {**json.loads((work / "compile.json").read_text()), "process_s": dt}
+        print(f"aoti compile: {compiled['aoti_s']:.1f} s (onnx export {compiled['onnx_s']:.1f} s, process "
+              f"{dt:.1f} s)", flush=True)
+        candidates.append(("pycgn synth --backend aoti", "pycgn", "glibc", ["--backend", "aoti"]))
+        candidates.append(("pycgn synth, aoti cached", "pycgn", "glibc", []))
+    results = {name: [] for name, *_ in candidates}
     turn = [0]
 
     def run(name, what, allocator, extra_args):
@@ -154,7 +187,8 @@ def main() -> int:
         child = [*me, "--child", what, str(out if what == "pycgn" else out.with_suffix(".pt"))]
         if what == "pycgn":
             child += [str(stats), "--pycgn-args=" + " ".join([*args.pycgn_args.split(), *extra_args])]
-        dt, rss, rc = _spawn(child, H.allocator_env(allocator))
+        cache = {"PYCGN_CACHE_DIR": str(caches[name])} if name in caches else {}
+        dt, rss, rc = _spawn(child, H.allocator_env(allocator, **cache))
         if rc != 0:
             raise SystemExit(f"{name}: exit status {rc}")
         extra = json.loads(stats.read_text()) if what == "pycgn" else {}
@@ -178,6 +212,9 @@ def main() -> int:
     lines += H.table(["candidate", "img/s", "seconds", "peak RSS (MiB)", "/ published at its best"],
                      [[name, f"{b['img_per_s']:.0f}", f"{b['seconds']:.1f}", f"{b['peak_rss_mib']:.0f}",
                        H.ratio(b["img_per_s"] / ref["img_per_s"]) if ref else "-"] for name, b in best.items()])
+    if compiled:
+        lines += ["", f"aoti packages compiled once before the runs (not in any figure above): "
+                      f"{compiled['aoti_s']:.1f} s (whole process {compiled['process_s']:.1f} s)."]
     print()
     if args.out:
         H.write_report(args.out, "# Dataset synthesis: published algorithm vs `pycgn synth` (whole process)\n\n"
@@ -185,8 +222,8 @@ def main() -> int:
     else:
         print("\n".join(lines))
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": H.machine_line(), "n": args.n, "results": results},
-                                              indent=1))
+        Path(args.json).write_text(json.dumps({"machine": H.machine_line(), "n": args.n, "results": results,
+                                               "aoti_compile": compiled}, indent=1))
     return 0
 
 

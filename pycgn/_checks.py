@@ -7,7 +7,7 @@ import torch
 # can list them without importing the runtime, which needs onnx. Deprecated names map to the
 # (backend, precision) they stand for.
 DEPRECATED_BACKENDS = {"torch-bf16": ("torch", "bfloat16")}
-BACKENDS = ("torch", "torch-bf16", "torch.compile", "torchscript", "onnxruntime")
+BACKENDS = ("torch", "torch-bf16", "torch.compile", "torchscript", "onnxruntime", "aoti")
 BACKEND_HELP = (f"auto, {', '.join(b for b in BACKENDS if b not in DEPRECATED_BACKENDS)} (default: auto; "
                 f"torch-bf16 is deprecated: --backend torch --precision bfloat16)")
 # the number formats the nets can run in (runtime.make_runner says which backend takes which);

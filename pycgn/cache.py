@@ -1,5 +1,6 @@
-"""What pycgn keeps between runs: exports of each model's nets (per weights sha256 and format)
-and ``auto``'s backend choices (per machine). ``pycgn cache`` lists and clears them.
+"""What pycgn keeps between runs: exports of each model's nets (per weights sha256 and format;
+aoti packages also per precision, device architecture and torch version) and ``auto``'s backend
+choices (per machine). ``pycgn cache`` lists and clears them.
 
 The folder is ``$PYCGN_CACHE_DIR``, by default ``~/.cache/pycgn``. Everything in it is derived:
 clearing it costs only the time to export and measure again."""
@@ -42,6 +43,9 @@ def entries(root: Path | None = None) -> list[Entry]:
             try:
                 side = json.loads((d / "pycgn_export.json").read_text())
                 detail = f"{side.get('variant', '?')} {side.get('runtime', '?')} export, weights {sha.name[:12]}"
+                if side.get("runtime") == "aoti":  # native code: say for what it was compiled
+                    detail += (f" ({side.get('precision', '?')}, {side.get('device', '?')} {side.get('arch', '?')}, "
+                               f"torch {side.get('torch_version', '?')})")
             except (OSError, ValueError, AttributeError):
                 detail = f"incomplete export, weights {sha.name[:12]}"
             out.append(Entry(d, "export", _size(d), detail))

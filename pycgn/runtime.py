@@ -7,10 +7,10 @@ before the mask clamp and the texture crop, exactly like ``model(...)``. What di
 models comes from the model: its ``mechanisms()``, its ``export_spec()`` and ``low_precision``.
 
 Precision (``float32``, the default; ``bfloat16``; ``float16``, CUDA only) is a setting of its own:
-the torch-based backends compute in it and return float32, so callers never see the difference
-except in the last bits (bfloat16: a few uint8 levels, ``benchmarks/bf16.py``). How a model runs
-in low precision is its ``low_precision``: ``"weights"`` converts a copy of the weights
-(channels-last on CPU; the MNIST CGNs), ``"autocast"`` keeps float32 weights under
+the backends compute in it and return float32, so callers never see the difference except in the
+last bits (bfloat16: a few uint8 levels, ``benchmarks/bf16.py``). How a model runs in low
+precision under the torch backends is its ``low_precision``: ``"weights"`` converts a copy of the
+weights (channels-last on CPU; the MNIST CGNs), ``"autocast"`` keeps float32 weights under
 ``torch.autocast`` (the ImageNet CGN, whose spectral norms need float32 reductions). On CPUs with
 AMX or AVX512-BF16 bfloat16 ran the MNIST nets 3.5-3.7x faster than eager float32; elsewhere it is
 emulated and slow, so ask for it. ``torch-bf16`` is the deprecated name of
@@ -23,13 +23,20 @@ Backends:
   of each shape class (tens of seconds on a small CPU), so ``auto`` only considers it (for
   batches of 64 and more) with ``PYCGN_AUTO_COMPILE=1``.
 - ``torchscript``: the exported TorchScript files; float32 only.
+- ``aoti``: AOTInductor packages (``torch.export`` + ahead-of-time inductor, freezing on), compiled
+  once per weights, precision, torch version and device architecture into the cache (minutes:
+  ~40 s per MNIST net on 2 cores), then loaded in milliseconds by every later process. Any
+  precision (compiled for it). On the 2-core CPU: float32 ~2x eager, about onnxruntime's speed;
+  bfloat16 ~2x eager bfloat16 (``benchmarks/RESULTS.md``).
 - ``onnxruntime``: the exported ONNX files, float32 only; the CPU execution provider, or CUDA (and
   TensorRT when present) with IOBinding so inputs and outputs stay on the GPU, ordered after the
   caller's current torch stream (synchronised around each call).
 - ``auto``: among the backends that compute in the precision asked (float32: onnxruntime, whose
-  memory arena avoids the page faults below, and eager torch), the fastest per batch-size class,
-  timed on the first call of that class; choices are remembered per machine, model kind and
-  precision in the cache folder (delete ``auto-*.json`` there to measure again).
+  memory arena avoids the page faults below, and eager torch; ``aoti`` when its packages are
+  already cached: ``auto`` never compiles them behind a first image, ``pycgn synth`` compiles them
+  for jobs large enough to repay it), the fastest per batch-size class, timed on the first call of
+  that class; choices are remembered per machine, model kind and precision in the cache folder
+  (delete ``auto-*.json`` there to measure again).
 
 The torch-based runners also take class vectors (N, n_classes) float32 for ``y``: a one-hot row
 is the class, a blend of two rows blends the classes (``pycgn.sheets.interpolate``).
@@ -143,6 +150,8 @@ def available_backends() -> list[str]:
     out.append("torchscript")
     if _have_onnxruntime():
         out.append("onnxruntime")
+    if _have_compile():  # AOTInductor compiles C++ (or Triton for CUDA) like torch.compile
+        out.append("aoti")
     return out + ["auto"]
 
 
@@ -233,11 +242,11 @@ def _entry_problem(entry: Path, fmt: str, sha: str, kind: str) -> str | None:
     return None
 
 
-def _fresh_export(model, fmt: str, root: Path, entry: str) -> Path:
+def _fresh_export(model, fmt: str, root: Path, entry: str, **target) -> Path:
     """Export into a temporary folder of ``root`` and seal it with its manifest."""
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(entry), dir=root))
     try:
-        _export.export(model, tmp, format=fmt)
+        _export.export(model, tmp, format=fmt, **target)
         manifest = {"files": _file_hashes(tmp)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     except BaseException:
@@ -251,27 +260,49 @@ def _fixed_options(model) -> dict:
     return dict(model.export_spec().file_meta)
 
 
-def _entry(model, fmt: str, sha: str) -> Path:
+def entry_name(model, fmt: str, precision: str = "float32", device="cpu") -> str:
+    """The cache entry's folder name: the format, plus the model's fixed export options (e.g.
+    ``-truncation0.5``). ``aoti`` packages are native code: one entry per precision, torch version
+    and device architecture (CPU vector ISA or GPU arch), so a machine, a torch upgrade or a
+    precision never picks up another's package."""
     tag = "".join(f"-{k}{v}" for k, v in sorted(_fixed_options(model).items()))
-    return cache_dir() / "exports" / sha / f"{fmt}-v{_export.FORMAT_VERSION}{tag}"
+    if fmt != "aoti":
+        return f"{fmt}-v{_export.FORMAT_VERSION}{tag}"
+    device = torch.device(device)
+    return (f"aoti-{precision}-{device.type}-{_export.device_arch(device)}-torch{torch.__version__}"
+            f"-v{_export.FORMAT_VERSION}{tag}")
+
+
+def _entry(model, fmt: str, sha: str, precision: str = "float32", device="cpu") -> Path:
+    return cache_dir() / "exports" / sha / entry_name(model, fmt, precision, device)
+
+
+def cached_entry(model, fmt: str, sha: str | None = None, precision: str = "float32", device="cpu"):
+    """The cache entry of ``model`` in ``fmt`` if it is there and sound, else None; never exports."""
+    sha = sha or weights_sha256(model.state_dict())
+    final = _entry(model, fmt, sha, precision, device)
+    ok = final.is_dir() and _entry_problem(final, fmt, sha, model.kind) is None
+    return final if ok else None
 
 
 def is_cached(model, fmt: str, sha: str | None = None) -> bool:
     """Whether ``model``'s ``fmt`` export is in the cache and passes its check (nothing is exported)."""
-    final = _entry(model, fmt, sha or weights_sha256(model.state_dict()))
-    return final.is_dir() and _entry_problem(final, fmt, final.parent.name, model.kind) is None
+    return cached_entry(model, fmt, sha) is not None
 
 
-def cached_export(model: MnistCGN, fmt: str, sha: str | None = None) -> Path:
+def cached_export(model, fmt: str, sha: str | None = None, precision: str = "float32",
+                  device="cpu") -> Path:
     """The export folder of ``model`` in ``fmt`` from the cache, exporting it on first use.
 
-    An entry that fails its check (a file truncated or edited since export, a bad sidecar) is
-    exported again, with a warning naming it, and replaced atomically; temporary folders left by
-    exports that were killed are removed.
+    ``precision`` and ``device`` (the compile target) apply to ``aoti`` only. An entry that fails
+    its check (a file truncated or edited since export, a bad sidecar) is exported again, with a
+    warning naming it, and replaced atomically; temporary folders left by exports that were killed
+    are removed.
     """
     sha = sha or weights_sha256(model.state_dict())
-    final = _entry(model, fmt, sha)
+    final = _entry(model, fmt, sha, precision, device)
     root, exports, kind = final.parent, final.parent.parent, model.kind
+    target = {"precision": precision, "device": str(device)} if fmt == "aoti" else {}
     _clean_stale(exports)  # a listing per use: cheap, and nothing abandoned stays for long
     if final.is_dir():
         problem = _entry_problem(final, fmt, sha, kind)
@@ -281,18 +312,25 @@ def cached_export(model: MnistCGN, fmt: str, sha: str | None = None) -> Path:
             _warned.add(final)
             warnings.warn(f"pycgn: the cached export {final} failed its check ({problem}); exporting it "
                           f"again", RuntimeWarning, stacklevel=3)
-    # said before the work: a full-size ImageNet CGN takes minutes to export
-    say(f"exporting the model's nets to {fmt} (once per model: cached in {root.parent}; "
-        f"{'minutes' if not model.auto_exports else 'seconds'})")
+    # said before the work: a full-size ImageNet CGN takes minutes to export, any model to compile
+    if fmt == "aoti":
+        dev = torch.device(device)
+        say(f"backend aoti: compiling the model's nets with AOTInductor, {precision} on {dev.type} "
+            f"({_export.device_arch(dev)}), once per weights, precision, torch version and device "
+            f"(cached in {root.parent}): "
+            f"{_export.aoti_compile_estimate(model)}")
+    else:
+        say(f"exporting the model's nets to {fmt} (once per model: cached in {root.parent}; "
+            f"{'minutes' if not model.auto_exports else 'seconds'})")
     try:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = _fresh_export(model, fmt, root, final.name)
+        tmp = _fresh_export(model, fmt, root, final.name, **target)
     except OSError as e:  # a read-only home: export for this process only
         warnings.warn(f"pycgn: cannot write the export cache {root} ({e}); exporting to a temporary "
                       f"folder (set PYCGN_CACHE_DIR to a writable folder to keep exports)", RuntimeWarning,
                       stacklevel=3)
         final = Path(tempfile.mkdtemp(prefix="pycgn-export-"))
-        return _export.export(model, final, format=fmt)
+        return _export.export(model, final, format=fmt, **target)
     try:
         for _ in range(3):
             try:
@@ -315,7 +353,7 @@ def cached_export(model: MnistCGN, fmt: str, sha: str | None = None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _parity(name: str, run, model: MnistCGN, device, where) -> None:
+def _parity(name: str, run, model: MnistCGN, device, where, atol: float = 1e-3) -> None:
     """A loaded export must reproduce the model: catches silently corrupted or foreign files."""
     g = torch.Generator().manual_seed(99)
     n = 3 if model.image_size <= 64 else 1  # a full-size ImageNet CGN takes ~2 s per image
@@ -326,7 +364,7 @@ def _parity(name: str, run, model: MnistCGN, device, where) -> None:
         got = run(u, y, u, y, u, y)
     for m, a, b in zip(MECHANISMS, got, want):
         err = (a.float() - b.float()).abs().max().item() if a.shape == b.shape else float("inf")
-        if not err <= 1e-3:
+        if not err <= atol:
             raise ExportError(f"{where[m]}: {name} output of the {m} generator differs from the model "
                               f"by {err:.3g}: the file does not hold these weights (corrupt?)")
 
@@ -479,6 +517,44 @@ class TorchScriptRunner(_NetsRunner):
         _parity(self.name, self._run, model.to(self.device), self.device, self.paths)
 
 
+# How far a loaded package may stray from eager float32 in the parity check at load (which catches
+# foreign or corrupt files: other weights differ by ~1). bfloat16 keeps 8 bits of mantissa: the MNIST
+# nets' outputs moved by up to 0.04 (the mask's logits; images 2e-3); float16 (10 bits) by less.
+AOTI_PARITY_ATOL = {"float32": 1e-3, "bfloat16": 0.1, "float16": 0.05}
+
+
+class AotiRunner(_NetsRunner):
+    """AOTInductor packages (``pycgn.export`` format ``aoti``) from the cache, compiled on first use
+    for this (weights, precision, torch version, device architecture); later processes load them in
+    milliseconds. ``precision``: ``float32``, ``bfloat16``, or ``float16`` on CUDA; inputs and
+    outputs stay float32."""
+
+    name = "aoti"
+
+    def __init__(self, model, device, precision: str = "float32", export_dir=None, sha=None):
+        super().__init__(model, device, precision)
+        sha = sha or weights_sha256(model.state_dict())
+        d = Path(export_dir) if export_dir is not None else \
+            cached_export(model, "aoti", sha, precision=precision, device=self.device)
+        side = _export.read_sidecar(d, "aoti", sha, kind=model.kind)
+        if side["precision"] != precision:
+            raise ExportError(f"{d / _export.SIDECAR}: holds {side['precision']} packages, {precision} was "
+                              f"asked for")
+        self.paths = side["paths"]
+        self.nets = [_export.load_aoti_file(side["paths"][m], m, side, self.device) for m in MECHANISMS]
+        self.providers = [f"aoti-{self.device.type}-{precision}"]
+        if self.device.type == "cpu":
+            tune_malloc()
+        _parity(self.name, self._run, model.to(self.device), self.device, self.paths,
+                atol=AOTI_PARITY_ATOL[precision])
+
+
+def aoti_cached(model, precision: str = "float32", device="cpu", sha: str | None = None) -> bool:
+    """Whether ``model``'s aoti packages for ``precision`` on ``device`` are in the cache (so a
+    runner loads them in milliseconds instead of compiling for minutes)."""
+    return cached_entry(model, "aoti", sha, precision, device) is not None
+
+
 def _ort_providers(device: torch.device, cache: Path, latent_dim: int) -> list:
     import onnxruntime as ort
     have = ort.get_available_providers()
@@ -622,7 +698,9 @@ class AutoRunner(Runner):
         self.last = None  # the backend that ran the latest call
         self.choice: dict[int, str] = {}
         self._lock = threading.Lock()
-        key = _machine_key() + ("-compile" if "torch.compile" in candidates else "")
+        # choices made among other candidates do not count: a newly cached aoti gets measured
+        key = _machine_key() + "".join(v for k, v in (("aoti", "-aoti"), ("torch.compile", "-compile"))
+                                       if k in candidates)
         # the winner depends on the nets (kind) and the precision as much as on the machine
         self._file = cache_dir() / f"auto-{self.device.type}-{model.kind}-{self.precision}-{key}.json"
         if self._file.is_file():
@@ -709,10 +787,11 @@ def make_runner(model, backend: str = "auto", device="cpu", export_dir=None, pre
 
     ``backend``: one of ``available_backends()``. ``precision``: ``float32`` (default),
     ``bfloat16`` or ``float16`` (CUDA only); the backends that cannot compute in it refuse it
-    (``backends_for(precision)`` lists those that can). ``export_dir``: for ``torchscript`` and
-    ``onnxruntime``, an existing export (from ``pycgn.export.export``) to load instead of the
-    cache. Raises ``ExportError`` naming the file when an export is missing, corrupt or
-    incompatible (format, opset, input names, weights, truncation).
+    (``backends_for(precision)`` lists those that can; ``aoti`` is compiled for it).
+    ``export_dir``: for ``torchscript``, ``onnxruntime`` and ``aoti``, an existing export (from
+    ``pycgn.export.export``) to load instead of the cache. Raises ``ExportError`` naming the file
+    when an export is missing, corrupt or incompatible (format, opset, input names, weights,
+    truncation, torch version, precision).
     """
     if not isinstance(model, _export.MODELS):
         raise TypeError(f"model must be an MnistCGN or ImagenetCGN, got {type(model).__name__}")
@@ -726,8 +805,9 @@ def make_runner(model, backend: str = "auto", device="cpu", export_dir=None, pre
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} asked for, but torch sees no CUDA device")
     precision = _checks.precision(precision, device)
-    if export_dir is not None and backend not in ("torchscript", "onnxruntime"):
-        raise ValueError(f"export_dir only applies to the torchscript and onnxruntime backends, not {backend!r}")
+    if export_dir is not None and backend not in ("torchscript", "onnxruntime", "aoti"):
+        raise ValueError(f"export_dir only applies to the torchscript, onnxruntime and aoti backends, "
+                         f"not {backend!r}")
     model.eval()
     if backend not in available_backends():
         raise ValueError(f"backend {backend!r} is not available here (available: "
@@ -741,6 +821,8 @@ def make_runner(model, backend: str = "auto", device="cpu", export_dir=None, pre
         return TorchScriptRunner(model, device, export_dir, sha, precision)
     if backend == "onnxruntime":
         return OrtRunner(model, device, export_dir, sha, precision)
+    if backend == "aoti":
+        return AotiRunner(model, device, precision, export_dir, sha)
     # auto: the candidates that compute in this precision
     candidates: dict[str, Runner] = {}
     # a model that takes minutes to export (the ImageNet CGN) is run by onnxruntime only once its
@@ -755,6 +837,8 @@ def make_runner(model, backend: str = "auto", device="cpu", export_dir=None, pre
         # on a GPU whose CUDA EP does not run, onnxruntime would copy through the host: skip it
         del caught
     candidates["torch"] = TorchRunner(model, device, precision)
+    if "aoti" in available_backends() and aoti_cached(model, precision, device, sha):
+        candidates["aoti"] = AotiRunner(model, device, precision, None, sha)  # loads in milliseconds
     if os.environ.get("PYCGN_AUTO_COMPILE") == "1" and _have_compile():
         candidates["torch.compile"] = CompileRunner(model, device, precision)
     if len(candidates) == 1:

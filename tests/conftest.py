@@ -69,6 +69,11 @@ def pytest_report_header(config):
 # cluster, a fuzz loop): marked slow here, in one list, so the README's quick command
 # (`-m "not slow"`) stays under 3 minutes there. .ci/run runs them all.
 SLOW = {
+    "test_aoti.py::test_aoti_bfloat16_runner",
+    "test_aoti.py::test_aoti_export_matches_eager",
+    "test_aoti.py::test_aoti_export_of_a_tiny_imagenet_cgn",
+    "test_aoti.py::test_aoti_refuses_damaged_packages",
+    "test_aoti.py::test_aoti_runner_loads_the_cached_packages",
     "test_api.py::test_batch_independence",
     "test_api.py::test_generator_threads",
     "test_api.py::test_grid_table",

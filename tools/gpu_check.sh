@@ -30,9 +30,9 @@ export PYTHONPATH=$ROOT${PYCGN_PYDEPS:+:$PYCGN_PYDEPS}${PYTHONPATH:+:$PYTHONPATH
 PY=${PYTHON:-$(command -v python3 || command -v python)}
 
 # In order of importance: a run short of time loses the last ones.
-SECTIONS=(env build op_tests sanitizer pipeline composite_bench imagenet_dtypes imagenet_bench)
+SECTIONS=(env build op_tests sanitizer pipeline composite_bench aoti imagenet_dtypes imagenet_bench)
 declare -A LIMIT=([env]=30 [build]=150 [op_tests]=100 [sanitizer]=60 [pipeline]=120 [composite_bench]=60
-                  [imagenet_dtypes]=60 [imagenet_bench]=90)
+                  [aoti]=150 [imagenet_dtypes]=60 [imagenet_bench]=90)
 BUDGET=${PYCGN_GPU_BUDGET:-360}
 
 # ---- tools ------------------------------------------------------------------------------------
@@ -207,6 +207,84 @@ section_pipeline() {
   detail "### CMake build and ctest (CUDA on, libtorch of torch $("$PY" -c 'import torch; print(torch.__version__)'))" "" \
     '```' "$(grep -E 'Test +#|tests passed|cuda:' "$OUT/ctest.txt")" '```' ""
   return "$rc"
+}
+
+# The aoti backend on CUDA: an MNIST CGN's packages compiled for this GPU (float32, then float16),
+# each mechanism against eager float32 at batch 1, 7 and 256 (TF32 off on both sides), the load time
+# of a second runner from the cache, and img/s of aoti vs eager at batch 256.
+section_aoti() {
+  DRY=$DRY "$PY" - "$OUT/$CURRENT.md" "$OUT/aoti_cache" <<'PYEOF'
+import os, sys, time
+import torch
+report, cache = sys.argv[1], sys.argv[2]
+os.environ["PYCGN_CACHE_DIR"] = cache  # a fresh cache: the packages are compiled here
+from pycgn import runtime, export
+from pycgn.models import MnistCGN
+
+if os.environ.get("DRY") == "1":
+    assert "aoti" in runtime.BACKENDS and callable(runtime.AotiRunner) and callable(export.load_aoti_file)
+    print("dry run: aoti ready (stopped before CUDA)")
+    sys.exit(0)
+dev = torch.device("cuda")
+torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32 on both sides
+torch.backends.cudnn.allow_tf32 = False
+torch.manual_seed(0)
+model = MnistCGN().eval()
+with torch.no_grad():  # non-trivial statistics, so every layer matters
+    for k, t in model.state_dict().items():
+        if k.endswith("running_var"):
+            t.uniform_(0.5, 1.5)
+        elif t.is_floating_point():
+            t.normal_(0, 0.2)
+model = model.to(dev)
+tol = {"float32": 1e-4, "float16": 0.05}
+lines = ["### aoti on CUDA (MNIST CGN, random weights)", "",
+         "| precision | compile s | reload ms | max abs diff vs eager float32 | aoti img/s (256) | eager img/s (256) |",
+         "|---|---:|---:|---:|---:|---:|"]
+ok = True
+
+
+def rate(fn, n):
+    fn()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(10):
+        fn()
+    torch.cuda.synchronize()
+    return 10 * n / (time.perf_counter() - t)
+
+
+for precision in ("float32", "float16"):
+    t = time.perf_counter()
+    runner = runtime.make_runner(model, backend="aoti", device=dev, precision=precision)
+    compile_s = time.perf_counter() - t
+    t = time.perf_counter()
+    runtime.make_runner(model, backend="aoti", device=dev, precision=precision)  # from the cache
+    reload_ms = 1000 * (time.perf_counter() - t)
+    worst = 0.0
+    for n in (1, 7, 256):
+        g = torch.Generator().manual_seed(n)
+        u = (torch.randn(n, 32, generator=g) * 1.5).to(dev)
+        y = torch.randint(0, 10, (n,), generator=g).to(dev)
+        got = runner(u, y, u, y, u, y)
+        with torch.inference_mode():
+            want = model(u, y, u, y, u, y)
+        for a, b in zip(got, want):
+            assert a.dtype == torch.float32 and a.device.type == "cuda" and a.shape == b.shape
+            worst = max(worst, (a - b).abs().max().item())
+    ok &= worst <= tol[precision]
+    u = torch.randn(256, 32, device=dev)
+    y = torch.randint(0, 10, (256,), device=dev)
+    fast = rate(lambda: runner(u, y, u, y, u, y), 256)
+    with torch.inference_mode():
+        slow = rate(lambda: model(u, y, u, y, u, y), 256)
+    lines.append(f"| {precision} | {compile_s:.1f} | {reload_ms:.0f} | {worst:.2e} (bar {tol[precision]:g}) "
+                 f"| {fast:,.0f} | {slow:,.0f} |")
+    print(lines[-1], flush=True)
+with open(report, "a") as f:
+    f.write("\n".join(lines) + "\n\n")
+sys.exit(0 if ok else 1)
+PYEOF
 }
 
 # The full-size ImageNet CGN on the GPU, eager float32 (benchmarks/imagenet.py).

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from .. import _checks
 from .._io import atomic_path
 from ..sampler import U_TRUNC, U_TRUNC_BG, U_TRUNC_TEXTURE, Draw, Sampler, normal
-from .base import MECHANISMS, CheckpointError, ExportSpec, ModelInfo, check_weights, read_torch_file, weights_sha256
+from .base import CheckpointError, ExportSpec, ModelInfo, check_weights, read_torch_file, weights_sha256
 from .biggan import BigGAN, BigGANConfig
 from .u2net import U2NET
 

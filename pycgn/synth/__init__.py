@@ -71,14 +71,43 @@ def _canonical_command(model, n, out, k, fmt, shard_size, seed, design=None, pre
     return shlex.join(args)
 
 
-def _pinned_generator(model, backend: str, device, batch_size: int, precision: str = "float32"):
+# ``auto`` compiles the aoti packages for jobs of at least this many images, and only considers them
+# (cached) for smaller ones. A compile repays itself from n = compile_s / (1/rate_without - 1/rate_with)
+# images on. Measured on the project's 2-core machine (benchmarks/RESULTS.md, 2026-11-29): compiling an
+# MNIST CGN's three packages takes 40-160 s (plus ~2 min for AOTInductor's precompiled headers the
+# first time on a machine); at batch 256 aoti ran at 0.9-1.0x onnxruntime in float32 and 2.1x
+# torch-bf16 in bfloat16 (one loaded run). With the quiet machine's synth rates (1,263 img/s float32,
+# 2,829 bfloat16) and at best a 1.5x (float32) / 2x (bfloat16) gain, the break-even is ~450,000 /
+# ~570,000 images for a 120 s compile: below 500,000 a compile would cost more than it saves.
+AOTI_MIN_IMAGES = 500_000
+
+
+def _compile_aoti_if_repaid(gen, n: int) -> bool:
+    """Compile ``gen``'s aoti packages into the cache when ``n`` images repay it; True if it did."""
+    from .. import runtime
+    if n < AOTI_MIN_IMAGES or gen.model.kind != "mnist_cgn" or "aoti" not in runtime.available_backends():
+        return False
+    precision = getattr(gen, "precision", "float32")
+    if runtime.aoti_cached(gen.model, precision, gen.device):
+        return False
+    from .._status import say
+    say(f"synth: {n:,} images repay compiling the model's aoti packages (from {AOTI_MIN_IMAGES:,} on); "
+        f"later runs load them")
+    runtime.cached_export(gen.model, "aoti", precision=precision, device=gen.device)
+    return True
+
+
+def _pinned_generator(model, backend: str, device, batch_size: int, precision: str = "float32", n: int = 0):
     """A Generator whose backend is fixed for the whole dataset, and that backend's name.
 
     ``auto`` may choose another backend per batch-size class, and backends differ in the last
-    bits, so ``auto`` is resolved once (for ``batch_size``) and recorded in the manifest.
+    bits, so ``auto`` is resolved once (for ``batch_size``) and recorded in the manifest. For a
+    job of ``AOTI_MIN_IMAGES`` or more, ``auto`` first compiles the aoti packages (once per machine).
     """
     from ..api import Generator
     gen = Generator(model, backend, device, precision=precision)
+    if backend == "auto" and _compile_aoti_if_repaid(gen, n):
+        gen = Generator(gen.model, backend, device, precision=precision)  # auto now finds the packages in the cache
     if backend != "auto" or gen.backend != "auto":
         return gen, gen.backend
     return gen, gen.pin(max(batch_size, MIN_BATCH))
@@ -146,7 +175,7 @@ def synth(model="colored_mnist", n: int = 10000, out="synth", counterfactuals: i
         from .._status import say
         say(f"pycgn synth: {_checks.deprecation(backend)}")
         backend, precision = _checks.backend_alias(backend, precision)
-    gen, backend_used = _pinned_generator(model, backend, device, batch_size, precision)
+    gen, backend_used = _pinned_generator(model, backend, device, batch_size, precision, n)
     info = gen.info
     if design is not None:
         design = design.resolve(gen)
