@@ -20,6 +20,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "pycgn/export.h"
+
 #if defined(__CUDACC__)
 #define PYCGN_HD __host__ __device__ __forceinline__
 #else
@@ -67,13 +69,13 @@ struct CompositeParams {
 // Returns null when p is valid, else a message naming the bad argument and its value(s).
 // The one check of sizes, channels and clamp: the torch operator relies on it too. The
 // message lives in a thread-local buffer until this thread's next call.
-const char* composite_check(const CompositeParams& p);
+PYCGN_API const char* composite_check(const CompositeParams& p);
 
 // Throw std::invalid_argument when composite_check fails.
-void composite_cpu(const CompositeParams& p);
+PYCGN_API void composite_cpu(const CompositeParams& p);
 // Launches on `stream` and returns without synchronising; all pointers are device pointers.
 // Defined only when the library is built with CUDA (CMake: pycgn_WITH_CUDA).
-void composite_cuda(const CompositeParams& p, cudaStream_t stream);
+PYCGN_API void composite_cuda(const CompositeParams& p, cudaStream_t stream);
 
 // ---- the per-pixel arithmetic, shared by the CPU loops and the CUDA kernel ----
 
