@@ -110,8 +110,11 @@ void launch(CompositeParams p, const at::Tensor& mask, at::Tensor& out) {
   if (out.numel() == 0) return;
   p.out = out.data_ptr();
   if (mask.is_cpu()) {
-    p.num_threads = at::get_num_threads();
-    composite_cpu(p);
+    // torch's own pool, not OpenMP's beside it: one set of threads per process, sized and
+    // pinned by torch.set_num_threads, and no second pool spinning while torch's works.
+    const CompositeParams& q = p;
+    at::parallel_for(0, composite_cpu_row_count(q), composite_cpu_grain(q),
+                     [&q](std::int64_t r0, std::int64_t r1) { composite_cpu_rows(q, r0, r1); });
     return;
   }
 #ifdef PYCGN_WITH_CUDA

@@ -71,8 +71,17 @@ struct CompositeParams {
 // message lives in a thread-local buffer until this thread's next call.
 PYCGN_API const char* composite_check(const CompositeParams& p);
 
-// Throw std::invalid_argument when composite_check fails.
+// Throw std::invalid_argument when composite_check fails. Threads: OpenMP, p.num_threads.
 PYCGN_API void composite_cpu(const CompositeParams& p);
+
+// The CPU path split for a caller's own thread pool (the torch operator drives it with
+// at::parallel_for, so it shares torch's threads instead of starting OpenMP's beside them):
+// rows are (image, y) pairs, composite_cpu_grain(p) rows make a worthwhile task, and
+// composite_cpu_rows(p, r0, r1) writes rows [r0, r1) on the calling thread. p must have passed
+// composite_check (composite_cpu_rows does not check again and never throws).
+PYCGN_API std::int64_t composite_cpu_row_count(const CompositeParams& p);
+PYCGN_API std::int64_t composite_cpu_grain(const CompositeParams& p);
+PYCGN_API void composite_cpu_rows(const CompositeParams& p, std::int64_t r0, std::int64_t r1) noexcept;
 // Launches on `stream` and returns without synchronising; all pointers are device pointers.
 // Defined only when the library is built with CUDA (CMake: pycgn_WITH_CUDA).
 PYCGN_API void composite_cuda(const CompositeParams& p, cudaStream_t stream);
