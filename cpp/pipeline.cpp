@@ -3,6 +3,8 @@
 // The only translation unit of pycgn::pipeline that includes libtorch's headers.
 #include "pycgn/pipeline.h"
 
+#include <ATen/Parallel.h>
+#include <ATen/Version.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/cuda.h>
@@ -80,6 +82,20 @@ class TorchScriptNet : public Net {
 
 // "2.13.0+cpu" -> "2.13.0": the local suffix names the wheel's build, not the library's ABI.
 std::string release(const std::string& version) { return version.substr(0, version.find('+')); }
+
+// Whether a CPU package compiled for vector ISA `arch` runs on this CPU (as pycgn.export's
+// _arch_runs_here): an ISA at or below this machine's; a GPU package needs its exact architecture
+// (checked by the CUDA runtime when it loads).
+bool cpu_arch_runs_here(const std::string& arch) {
+  static const char* const isas[] = {"DEFAULT", "AVX2", "AVX512"};
+  const std::string here = at::get_cpu_capability();
+  int a = -1, h = -1;
+  for (int i = 0; i < 3; ++i) {
+    if (arch == isas[i]) a = i;
+    if (here == isas[i]) h = i;
+  }
+  return a >= 0 && h >= 0 ? a <= h : arch == here;
+}
 
 // An AOTInductor package (pycgn export --format aoti). Its metadata is checked before the
 // compiled library in it is loaded: a package of another torch may not even load cleanly.
@@ -254,6 +270,10 @@ Pipeline::Pipeline(const std::string& model_dir, PipelineOptions options) : impl
       fail(sidecar_file, "key \"device\": the AOTInductor packages were compiled for cuda, and no CUDA GPU is usable here");
     }
     p.device = compiled;
+    if (compiled == Device::kCpu && !cpu_arch_runs_here(p.info.arch)) {
+      fail(sidecar_file, "key \"arch\" is \"" + p.info.arch + "\": the packages use CPU instructions this CPU (" +
+                             at::get_cpu_capability() + ") lacks; export them again on this machine");
+    }
     if (release(p.info.torch_version) != TORCH_VERSION) {
       fail(sidecar_file, "key \"torch_version\" is \"" + p.info.torch_version + "\": AOTInductor packages run only "
                          "with the torch that compiled them; this pycgn runs libtorch " TORCH_VERSION);
@@ -335,7 +355,10 @@ void Pipeline::Impl::run(const Draw& d, std::int64_t b0, std::int64_t n, std::ui
   c.hi = info.clamp_hi;
   if (device == Device::kCpu) {
     c.out = out;
-    composite_cpu(c);
+    if (const char* bad = composite_check(c)) throw std::invalid_argument(bad);
+    // On libtorch's pool, like the torch operator: no OpenMP pool beside the one the nets use.
+    at::parallel_for(0, composite_cpu_row_count(c), composite_cpu_grain(c),
+                     [&c](std::int64_t r0, std::int64_t r1) { composite_cpu_rows(c, r0, r1); });
     return;
   }
 #if PYCGN_PIPELINE_CUDA

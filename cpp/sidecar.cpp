@@ -203,6 +203,7 @@ Sidecar parse(const std::string& text_in, const std::string& dir, const std::str
     info.precision = text(j, "precision", file, 32);
     info.torch_version = text(j, "torch_version", file, 64);
     info.compiled_for = text(j, "device", file, 32);
+    info.arch = text(j, "arch", file, 32);
   }
 
   const json& files = require(j, "files", file);

@@ -156,6 +156,8 @@ def aoti(exe, work):
             "AOTInductor packages of other weights")
     refused(exe, edited(out, work / "aoti_gpu", device="cuda"), work, '"device"',
             "AOTInductor packages compiled for CUDA, no GPU here")
+    refused(exe, edited(out, work / "aoti_isa", arch="AVX1024"), work, '"arch"',
+            "AOTInductor packages for a CPU ISA this machine lacks")
     return side
 
 

@@ -52,6 +52,7 @@ struct ExportInfo {
   std::string precision;
   std::string torch_version;
   std::string compiled_for;
+  std::string arch;  // CPU vector ISA ("AVX2", "AVX512", ...) or GPU architecture ("sm_90")
 };
 
 // uint8 images, NHWC, row-major: pixel (i, y, x, c) is data[((i * height + y) * width + x) * channels + c].
