@@ -5,8 +5,9 @@ import torch
 
 # every entry point's backend names (runtime.make_runner explains them); here so the CLI's help
 # can list them without importing the runtime, which needs onnx
-BACKENDS = ("torch", "torch-bf16", "torch.compile", "torchscript", "onnxruntime")
+BACKENDS = ("torch", "torch-bf16", "torch.compile", "torchscript", "onnxruntime", "aoti")
 BACKEND_HELP = f"auto, {', '.join(BACKENDS)} (default: auto)"
+PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 def latent(name: str, u, latent_dim: int, n: int | None = None) -> None:

@@ -15,11 +15,17 @@ mask clamp and the texture crop, exactly like ``model(...)``. Backends:
   onnxruntime and 3.5-3.7x faster than eager float32 (``benchmarks/bf16.py``); elsewhere bfloat16
   is emulated and slow. ``auto`` never picks it: ask for it.
 - ``torchscript``: the exported TorchScript files.
+- ``aoti``: AOTInductor packages (``torch.export`` + ahead-of-time inductor, freezing on), compiled
+  once per weights, precision, torch version and device architecture into the cache (minutes:
+  ~40 s per MNIST net on 2 cores), then loaded in milliseconds by every later process. Takes
+  ``precision`` (``float32``, ``bfloat16``, ``float16`` on CUDA). 1.5-2x eager float32 on CPU.
 - ``onnxruntime``: the exported ONNX files; the CPU execution provider, or CUDA (and TensorRT
   when present) with IOBinding so inputs and outputs stay on the GPU, ordered after the caller's
   current torch stream (synchronised around each call).
-- ``auto``: onnxruntime (its memory arena avoids the page faults below) or eager torch, chosen
-  per batch-size class by timing both on the first call of that class; choices are remembered
+- ``auto``: onnxruntime (its memory arena avoids the page faults below), eager torch, or
+  ``aoti`` when its packages are already cached (``auto`` never compiles them behind a first
+  image; ``pycgn synth`` compiles them for jobs large enough to repay it), chosen
+  per batch-size class by timing them on the first call of that class; choices are remembered
   per machine in the cache folder (delete ``auto-*.json`` there to measure again).
 
 Exports are cached per weights sha256 in ``$PYCGN_CACHE_DIR`` (default ``~/.cache/pycgn``)
@@ -127,6 +133,8 @@ def available_backends() -> list[str]:
     out.append("torchscript")
     if _have_onnxruntime():
         out.append("onnxruntime")
+    if _have_compile():  # AOTInductor compiles C++ (or Triton for CUDA) like torch.compile
+        out.append("aoti")
     return out + ["auto"]
 
 
@@ -191,11 +199,11 @@ def _file_hashes(folder: Path) -> dict[str, str]:
     return out
 
 
-def _entry_problem(entry: Path, fmt: str, sha: str) -> str | None:
+def _entry_problem(entry: Path, fmt: str, sha: str, kind: str = MnistCGN.kind) -> str | None:
     """Why a cache entry cannot be used as is (None if it can): a bad sidecar, or any file changed
     since it was exported (the manifest covers every byte, so a truncated or edited file shows)."""
     try:
-        _export.read_sidecar(entry, fmt, sha)
+        _export.read_sidecar(entry, fmt, sha, kind=kind)
         manifest = json.loads((entry / MANIFEST).read_text())
         if not isinstance(manifest, dict) or manifest.get("files") != _file_hashes(entry):
             return "its files changed since they were exported"
@@ -206,11 +214,11 @@ def _entry_problem(entry: Path, fmt: str, sha: str) -> str | None:
     return None
 
 
-def _fresh_export(model, fmt: str, root: Path, entry: str) -> Path:
+def _fresh_export(model, fmt: str, root: Path, entry: str, **target) -> Path:
     """Export into a temporary folder of ``root`` and seal it with its manifest."""
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(entry), dir=root))
     try:
-        _export.export(model, tmp, format=fmt)
+        _export.export(model, tmp, format=fmt, **target)
         manifest = {"files": _file_hashes(tmp)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     except BaseException:
@@ -219,36 +227,65 @@ def _fresh_export(model, fmt: str, root: Path, entry: str) -> Path:
     return tmp
 
 
-def cached_export(model: MnistCGN, fmt: str, sha: str | None = None) -> Path:
+def entry_name(fmt: str, precision: str = "float32", device="cpu") -> str:
+    """The cache entry's folder name. ``aoti`` packages are native code: one entry per precision,
+    torch version and device architecture (CPU vector ISA or GPU arch), so a machine, a torch
+    upgrade or a precision never picks up another's package."""
+    if fmt != "aoti":
+        return f"{fmt}-v{_export.FORMAT_VERSION}"
+    device = torch.device(device)
+    return (f"aoti-{precision}-{device.type}-{_export.device_arch(device)}-torch{torch.__version__}"
+            f"-v{_export.FORMAT_VERSION}")
+
+
+def cached_entry(model, fmt: str, sha: str | None = None, precision: str = "float32", device="cpu"):
+    """The cache entry of ``model`` in ``fmt`` if it is there and sound, else None; never exports."""
+    sha = sha or weights_sha256(model.state_dict())
+    final = cache_dir() / "exports" / sha / entry_name(fmt, precision, device)
+    ok = final.is_dir() and _entry_problem(final, fmt, sha, model.kind) is None
+    return final if ok else None
+
+
+def cached_export(model: MnistCGN, fmt: str, sha: str | None = None, precision: str = "float32",
+                  device="cpu") -> Path:
     """The export folder of ``model`` in ``fmt`` from the cache, exporting it on first use.
 
-    An entry that fails its check (a file truncated or edited since export, a bad sidecar) is
-    exported again, with a warning naming it, and replaced atomically; temporary folders left by
-    exports that were killed are removed.
+    ``precision`` and ``device`` (the compile target) apply to ``aoti`` only. An entry that fails
+    its check (a file truncated or edited since export, a bad sidecar) is exported again, with a
+    warning naming it, and replaced atomically; temporary folders left by exports that were killed
+    are removed.
     """
     sha = sha or weights_sha256(model.state_dict())
     exports = cache_dir() / "exports"
     root = exports / sha
-    final = root / f"{fmt}-v{_export.FORMAT_VERSION}"
+    final = root / entry_name(fmt, precision, device)
+    target = {"precision": precision, "device": str(device)} if fmt == "aoti" else {}
     _clean_stale(exports)  # a listing per use: cheap, and nothing abandoned stays for long
     if final.is_dir():
-        problem = _entry_problem(final, fmt, sha)
+        problem = _entry_problem(final, fmt, sha, model.kind)
         if problem is None:
             return final
         if final not in _warned:
             _warned.add(final)
             warnings.warn(f"pycgn: the cached export {final} failed its check ({problem}); exporting it "
                           f"again", RuntimeWarning, stacklevel=3)
+    if fmt == "aoti":
+        dev = torch.device(device)
+        say(f"backend aoti: compiling the model's nets with AOTInductor, {precision} on {dev.type} "
+            f"({_export.device_arch(dev)}), once per weights, precision, torch version and device "
+            f"(cached in {root.parent}): "
+            f"{_export.aoti_compile_estimate(model)}")
+    else:
+        say(f"exporting the model's nets to {fmt} (once per model: cached in {root.parent})")
     try:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = _fresh_export(model, fmt, root, final.name)
+        tmp = _fresh_export(model, fmt, root, final.name, **target)
     except OSError as e:  # a read-only home: export for this process only
         warnings.warn(f"pycgn: cannot write the export cache {root} ({e}); exporting to a temporary "
                       f"folder (set PYCGN_CACHE_DIR to a writable folder to keep exports)", RuntimeWarning,
                       stacklevel=3)
         final = Path(tempfile.mkdtemp(prefix="pycgn-export-"))
-        return _export.export(model, final, format=fmt)
-    say(f"exporting the model's nets to {fmt} (once per model: cached in {root.parent})")
+        return _export.export(model, final, format=fmt, **target)
     try:
         for _ in range(3):
             try:
@@ -257,7 +294,7 @@ def cached_export(model: MnistCGN, fmt: str, sha: str | None = None) -> Path:
             except OSError:
                 if not (final.exists() or final.is_symlink()):
                     continue  # it went away meanwhile: try again
-            if final.is_dir() and _entry_problem(final, fmt, sha) is None:
+            if final.is_dir() and _entry_problem(final, fmt, sha, model.kind) is None:
                 return final  # another process put a good one in place
             # move the bad entry aside (atomic), then ours in; a racing process may win either step
             old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final.name), dir=root))
@@ -271,7 +308,7 @@ def cached_export(model: MnistCGN, fmt: str, sha: str | None = None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _parity(name: str, run, model: MnistCGN, device, where) -> None:
+def _parity(name: str, run, model: MnistCGN, device, where, atol: float = 1e-3) -> None:
     """A loaded export must reproduce the model: catches silently corrupted or foreign files."""
     g = torch.Generator().manual_seed(99)
     n = 3
@@ -282,7 +319,7 @@ def _parity(name: str, run, model: MnistCGN, device, where) -> None:
         got = run(u, y, u, y, u, y)
     for m, a, b in zip(MECHANISMS, got, want):
         err = (a.float() - b.float()).abs().max().item() if a.shape == b.shape else float("inf")
-        if not err <= 1e-3:
+        if not err <= atol:
             raise ExportError(f"{where[m]}: {name} output of the {m} generator differs from the model "
                               f"by {err:.3g}: the file does not hold these weights (corrupt?)")
 
@@ -405,6 +442,45 @@ class TorchScriptRunner(_NetsRunner):
         if self.device.type == "cpu":
             tune_malloc()
         _parity(self.name, self._run, model.to(self.device), self.device, self.paths)
+
+
+# How far a loaded package may stray from eager float32 in the parity check at load (which catches
+# foreign or corrupt files: other weights differ by ~1). bfloat16 keeps 8 bits of mantissa: the MNIST
+# nets' outputs moved by up to ~0.03 in tests/test_aoti.py; float16 (10 bits) by less.
+AOTI_PARITY_ATOL = {"float32": 1e-3, "bfloat16": 0.1, "float16": 0.05}
+
+
+class AotiRunner(_NetsRunner):
+    """AOTInductor packages (``pycgn.export`` format ``aoti``) from the cache, compiled on first use
+    for this (weights, precision, torch version, device architecture); later processes load them in
+    milliseconds. ``precision``: ``float32``, ``bfloat16``, or ``float16`` on CUDA; inputs and
+    outputs stay float32."""
+
+    name = "aoti"
+
+    def __init__(self, model, device, precision: str = "float32", export_dir=None, sha=None):
+        super().__init__(model, device)
+        self.precision = _export.check_precision(precision, self.device)
+        sha = sha or weights_sha256(model.state_dict())
+        d = Path(export_dir) if export_dir is not None else \
+            cached_export(model, "aoti", sha, precision=precision, device=self.device)
+        side = _export.read_sidecar(d, "aoti", sha, kind=model.kind)
+        if side["precision"] != precision:
+            raise ExportError(f"{d / _export.SIDECAR}: holds {side['precision']} packages, {precision} was "
+                              f"asked for")
+        self.paths = side["paths"]
+        self.nets = [_export.load_aoti_file(side["paths"][m], m, side, self.device) for m in MECHANISMS]
+        self.providers = [f"aoti-{self.device.type}-{precision}"]
+        if self.device.type == "cpu":
+            tune_malloc()
+        _parity(self.name, self._run, model.to(self.device), self.device, self.paths,
+                atol=AOTI_PARITY_ATOL[precision])
+
+
+def aoti_cached(model, precision: str = "float32", device="cpu", sha: str | None = None) -> bool:
+    """Whether ``model``'s aoti packages for ``precision`` on ``device`` are in the cache (so a
+    runner loads them in milliseconds instead of compiling for minutes)."""
+    return cached_entry(model, "aoti", sha, precision, device) is not None
 
 
 def _ort_providers(device: torch.device, cache: Path, latent_dim: int) -> list:
@@ -549,7 +625,9 @@ class AutoRunner(Runner):
         self.last = None  # the backend that ran the latest call
         self.choice: dict[int, str] = {}
         self._lock = threading.Lock()
-        key = _machine_key() + ("-compile" if "torch.compile" in candidates else "")
+        # choices made among other candidates do not count: a newly cached aoti gets measured
+        key = _machine_key() + "".join(v for k, v in (("aoti", "-aoti"), ("torch.compile", "-compile"))
+                                       if k in candidates)
         self._file = cache_dir() / f"auto-{self.device.type}-{key}.json"
         if self._file.is_file():
             try:
@@ -630,12 +708,12 @@ class AutoRunner(Runner):
 
 # ---------------------------------------------------------------------------------------------
 
-def make_runner(model, backend: str = "auto", device="cpu", export_dir=None) -> Runner:
+def make_runner(model, backend: str = "auto", device="cpu", export_dir=None, precision="float32") -> Runner:
     """A runner for the three mechanisms of ``model`` on ``device``.
 
-    ``backend``: one of ``available_backends()``. ``export_dir``: for ``torchscript`` and
-    ``onnxruntime``, an existing export (from ``pycgn.export.export``) to load instead of the
-    cache. Raises ``ExportError`` naming the file when an export is missing, corrupt or
+    ``backend``: one of ``available_backends()``. ``export_dir``: for ``torchscript``,
+    ``onnxruntime`` and ``aoti``, an existing export (from ``pycgn.export.export``) to load instead
+    of the cache. ``precision``: what the nets compute in (``aoti``: compiled for it). Raises ``ExportError`` naming the file when an export is missing, corrupt or
     incompatible (format, opset, input names, weights).
     """
     if not isinstance(model, MnistCGN):
@@ -645,8 +723,9 @@ def make_runner(model, backend: str = "auto", device="cpu", export_dir=None) -> 
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} asked for, but torch sees no CUDA device")
-    if export_dir is not None and backend not in ("torchscript", "onnxruntime"):
-        raise ValueError(f"export_dir only applies to the torchscript and onnxruntime backends, not {backend!r}")
+    if export_dir is not None and backend not in ("torchscript", "onnxruntime", "aoti"):
+        raise ValueError(f"export_dir only applies to the torchscript, onnxruntime and aoti backends, "
+                         f"not {backend!r}")
     model.eval()
     if backend not in available_backends():
         raise ValueError(f"backend {backend!r} is not available here (available: "
@@ -662,6 +741,8 @@ def make_runner(model, backend: str = "auto", device="cpu", export_dir=None) -> 
         return TorchScriptRunner(model, device, export_dir, sha)
     if backend == "onnxruntime":
         return OrtRunner(model, device, export_dir, sha)
+    if backend == "aoti":
+        return AotiRunner(model, device, precision, export_dir, sha)
     # auto
     candidates: dict[str, Runner] = {}
     if _have_onnxruntime():
@@ -673,6 +754,8 @@ def make_runner(model, backend: str = "auto", device="cpu", export_dir=None) -> 
         # on a GPU whose CUDA EP does not run, onnxruntime would copy through the host: skip it
         del caught
     candidates["torch"] = TorchRunner(model, device)
+    if "aoti" in available_backends() and aoti_cached(model, precision, device, sha):
+        candidates["aoti"] = AotiRunner(model, device, precision, None, sha)  # loads in milliseconds
     if os.environ.get("PYCGN_AUTO_COMPILE") == "1" and _have_compile():
         candidates["torch.compile"] = CompileRunner(model, device)
     if len(candidates) == 1:

@@ -70,6 +70,9 @@ def pytest_report_header(config):
 # (`-m "not slow"`) stays within a few minutes. .ci/run runs them all.
 SLOW = {
     "test_api_imagenet.py::test_cli_generate",
+    "test_aoti.py::test_aoti_export_matches_eager",
+    "test_aoti.py::test_aoti_export_of_a_tiny_imagenet_cgn",
+    "test_aoti.py::test_aoti_refuses_damaged_packages",
     "test_cli.py::test_bad_arguments_exit_2_with_one_line",
     "test_cli.py::test_generate_writes_grid_png",
     "test_cli.py::test_grid_and_interpolate_and_info",
