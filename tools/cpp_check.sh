@@ -61,6 +61,15 @@ if ldd "$work/consumer/pycgn_core_consumer" | grep -E 'lib(torch|c10)'; then
 fi
 ldd "$work/consumer/pycgn_core_consumer" | grep -q libpycgn_core || { echo "pycgn_core_consumer: no libpycgn_core"; exit 1; }
 "$work/consumer/pycgn_consumer" "$work/export"
+# The AOTInductor and tiny ImageNet exports ctest's pycgn.pipeline.formats made (and compared
+# bit for bit with Python): the installed package runs them too, without compiling them again.
+for d in "$build/cpp/formats_check/export_aoti" "$build/cpp/formats_check/export_imagenet"; do
+  if [ -f "$d/pycgn_export.json" ]; then
+    "$work/consumer/pycgn_consumer" "$d"
+  else
+    echo "note: $d not made by ctest (no aoti format in this pycgn?)"
+  fi
+done
 
 step "installed cgn_generate"
 "$prefix/bin/cgn_generate" --model-dir "$work/export" --shape 3 --texture 7 --bg 1 -n 8 --seed 1 -o "$work/grid.png"
