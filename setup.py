@@ -39,15 +39,37 @@ def extensions():
     openmp = ["-fopenmp"]
     # -ffp-contract=off: the blend keeps eager PyTorch's bits (no fused multiply-add)
     cxx = ["-O3", "-std=c++17", "-fvisibility=hidden", "-ffp-contract=off", *openmp]
-    macros = [("Py_LIMITED_API", "0x030A0000")]
+    # PYCGN_STATIC: the core is compiled into _C, so its PYCGN_API symbols stay hidden there too.
+    macros = [("Py_LIMITED_API", "0x030A0000"), ("PYCGN_STATIC", "1")]
     common = dict(include_dirs=[os.path.join(HERE, "include")], define_macros=macros,
                   py_limited_api=True, extra_link_args=openmp, optional=not strict)
     if cuda:
         macros.append(("PYCGN_WITH_CUDA", "1"))
-        return [CUDAExtension("pycgn._C", _sources("*.cpp") + _sources("*.cu"),
+        exts = [CUDAExtension("pycgn._C", _sources("*.cpp") + _sources("*.cu"),
                               extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17", "-lineinfo"]},
                               **common)]
-    return [CppExtension("pycgn._C", _sources("*.cpp"), extra_compile_args={"cxx": cxx}, **common)]
+    else:
+        exts = [CppExtension("pycgn._C", _sources("*.cpp"), extra_compile_args={"cxx": cxx}, **common)]
+    if PIPELINE:
+        exts.append(pipeline_extension(cxx, openmp, strict))
+    return exts
+
+
+# pycgn._pipeline: pybind11 bindings of the C++ pipeline (pycgn.Pipeline). pybind11 needs the full
+# Python API, so with it the wheel is not abi3; PYCGN_BUILD_PIPELINE=0 leaves it out.
+PIPELINE = os.environ.get("PYCGN_BUILD_PIPELINE", "1") != "0"
+
+
+def pipeline_extension(cxx, openmp, strict):
+    """The whole C++ path in one module: pipeline, sidecar, sampler and the CPU compositing core
+    (the CUDA compositing path is CMake's: here generate() composites on the CPU)."""
+    sources = ["cpp/python/pipeline_module.cpp", "cpp/pipeline.cpp", "cpp/sidecar.cpp", "cpp/sampler.cpp",
+               "csrc/cpu/composite_cpu.cpp"]
+    macros = [("PYCGN_STATIC", "1"), ("PYCGN_PIPELINE_CUDA", "0"), ("PYCGN_VERSION", f'"{_version()}"')]
+    return CppExtension("pycgn._pipeline", sources, include_dirs=[os.path.join(HERE, "include"),
+                        os.path.join(HERE, "csrc"), os.path.join(HERE, "cpp")], define_macros=macros,
+                        extra_compile_args={"cxx": [*cxx, "-fno-fast-math"]}, extra_link_args=openmp,
+                        optional=not strict)
 
 
 setup(
@@ -56,5 +78,5 @@ setup(
     package_data={"pycgn": ["weights/*.pt", "weights/*.md", "weights/*.json", "models/*.txt", "explore.html"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)},
-    options={"bdist_wheel": {"py_limited_api": "cp310"}},
+    options={} if PIPELINE else {"bdist_wheel": {"py_limited_api": "cp310"}},
 )

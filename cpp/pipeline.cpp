@@ -1,10 +1,15 @@
-// pycgn::Pipeline: TorchScript generators (libtorch) + the torch-free compositing core.
-// The only translation unit of pycgn that includes libtorch's headers.
+// pycgn::Pipeline: the generators of an export (AOTInductor packages or TorchScript modules,
+// run with libtorch) + the torch-free compositing core and sampler (pycgn::core).
+// The only translation unit of pycgn::pipeline that includes libtorch's headers.
 #include "pycgn/pipeline.h"
 
+#include <ATen/Parallel.h>
+#include <ATen/Version.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <mutex>
@@ -15,6 +20,7 @@
 
 #include "pycgn/composite.h"
 #include "sidecar.h"
+#include "torch_views.h"
 
 namespace fs = std::filesystem;
 
@@ -30,10 +36,8 @@ using sidecar::kNets;
 }
 
 // Generators are written as (N, C, H, W) float32; anything else is a broken export.
-at::Tensor checked_output(const torch::IValue& out, const char* net, std::int64_t n, std::int64_t channels,
+at::Tensor checked_output(const at::Tensor& t, const char* net, std::int64_t n, std::int64_t channels,
                           const fs::path& file) {
-  if (!out.isTensor()) fail(file, std::string(net) + " generator did not return a tensor");
-  at::Tensor t = out.toTensor();
   if (t.dim() != 4 || t.size(0) != n || t.size(1) != channels) {
     std::ostringstream s;
     s << net << " generator returned shape " << t.sizes() << ", expected (" << n << ", " << channels
@@ -43,24 +47,105 @@ at::Tensor checked_output(const torch::IValue& out, const char* net, std::int64_
   return t.to(at::kFloat).contiguous();
 }
 
-Image4 image4(const at::Tensor& t) {
-  Image4 v;
-  v.data = t.data_ptr<float>();
-  for (int i = 0; i < 4; ++i) {
-    v.size[i] = t.size(i);
-    v.stride[i] = t.stride(i);
+// One mechanism's generator: (u float32 (N, latent), y int64 (N,)) -> float32 (N, C, H, W).
+class Net {
+ public:
+  virtual ~Net() = default;
+  virtual at::Tensor forward(const at::Tensor& u, const at::Tensor& y) const = 0;
+};
+
+// A TorchScript module (pycgn export --format torchscript), with its pycgn.json record.
+class TorchScriptNet : public Net {
+ public:
+  TorchScriptNet(const fs::path& file, const char* mechanism, const std::string& sha, const torch::Device& device) {
+    torch::jit::ExtraFilesMap extra{{kExtraFile, ""}};
+    try {
+      module_ = torch::jit::load(file.string(), device, extra);
+    } catch (const c10::Error& e) {
+      const std::string msg = e.what_without_backtrace();
+      fail(file, "not a loadable TorchScript module (truncated or corrupt): " + msg.substr(0, msg.find('\n')));
+    }
+    sidecar::check_record(extra[kExtraFile], mechanism, sha, file.string());
+    module_.eval();
   }
-  return v;
+
+  at::Tensor forward(const at::Tensor& u, const at::Tensor& y) const override {
+    const torch::IValue out = module_.forward({u, y});
+    if (!out.isTensor()) throw std::runtime_error("the generator did not return a tensor");
+    return out.toTensor();
+  }
+
+ private:
+  // forward() of a loaded module does not modify it; mutable only because the API is non-const.
+  mutable torch::jit::Module module_;
+};
+
+// "2.13.0+cpu" -> "2.13.0": the local suffix names the wheel's build, not the library's ABI.
+std::string release(const std::string& version) { return version.substr(0, version.find('+')); }
+
+// Whether a CPU package compiled for vector ISA `arch` runs on this CPU (as pycgn.export's
+// _arch_runs_here): an ISA at or below this machine's; a GPU package needs its exact architecture
+// (checked by the CUDA runtime when it loads).
+bool cpu_arch_runs_here(const std::string& arch) {
+  static const char* const isas[] = {"DEFAULT", "AVX2", "AVX512"};
+  const std::string here = at::get_cpu_capability();
+  int a = -1, h = -1;
+  for (int i = 0; i < 3; ++i) {
+    if (arch == isas[i]) a = i;
+    if (here == isas[i]) h = i;
+  }
+  return a >= 0 && h >= 0 ? a <= h : arch == here;
 }
 
-Offsets offsets4(const at::Tensor& t) {
-  Offsets o;
-  o.data = t.data_ptr<std::int64_t>();
-  o.dtype = IndexDtype::kInt64;
-  o.stride[0] = t.stride(0);
-  o.stride[1] = t.stride(1);
-  return o;
-}
+// An AOTInductor package (pycgn export --format aoti). Its metadata is checked before the
+// compiled library in it is loaded: a package of another torch may not even load cleanly.
+class AotiNet : public Net {
+ public:
+  AotiNet(const fs::path& file, const char* mechanism, const ExportInfo& info, const torch::Device& device) {
+    std::unordered_map<std::string, std::string> meta;
+    try {
+      meta = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(file.string(), "model");
+    } catch (const std::exception& e) {
+      fail(file, std::string("not a readable AOTInductor package (truncated or corrupt): ") + first_line(e.what()));
+    }
+    auto field = [&](const char* key) {
+      const auto it = meta.find(key);
+      return it == meta.end() ? std::string("(missing)") : it->second;
+    };
+    if (field("pycgn.mechanism") != mechanism) {
+      fail(file, "holds the \"" + field("pycgn.mechanism").substr(0, 40) + "\" generator, expected \"" + mechanism + "\"");
+    }
+    if (field("pycgn.weights_sha256") != info.weights_sha256) {
+      fail(file, "exported from weights " + field("pycgn.weights_sha256").substr(0, 12) + "..., but the sidecar says " +
+                     info.weights_sha256.substr(0, 12) + "...");
+    }
+    if (field("pycgn.precision") != info.precision) {
+      fail(file, "computes in " + field("pycgn.precision").substr(0, 20) + ", but the sidecar's precision is " + info.precision);
+    }
+    if (release(field("pycgn.torch_version")) != TORCH_VERSION) {
+      fail(file, "compiled by torch " + field("pycgn.torch_version").substr(0, 40) + "; this pycgn runs libtorch " +
+                     TORCH_VERSION + " (re-export with pycgn export --format aoti)");
+    }
+    try {
+      loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
+          file.string(), "model", /*run_single_threaded=*/false, /*num_runners=*/1,
+          device.is_cuda() ? device.index() : c10::DeviceIndex(-1));
+    } catch (const std::exception& e) {
+      fail(file, std::string("cannot load the AOTInductor package: ") + first_line(e.what()));
+    }
+  }
+
+  at::Tensor forward(const at::Tensor& u, const at::Tensor& y) const override {
+    std::vector<at::Tensor> out = loader_->run({u, y});
+    if (out.size() != 1) throw std::runtime_error("the generator returned " + std::to_string(out.size()) + " tensors");
+    return out[0];
+  }
+
+ private:
+  static std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+  // run() may be called from several threads: the container hands each call a free runner.
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader_;
+};
 
 void check_draw(const Draw& d, const ExportInfo& info) {
   const auto n = static_cast<std::size_t>(d.size());
@@ -138,8 +223,7 @@ struct Pipeline::Impl {
   PipelineOptions options;
   Device device = Device::kCpu;
   fs::path files[3];
-  // forward() of a loaded module does not modify it; mutable only because the API is non-const.
-  mutable torch::jit::Module nets[3];
+  std::unique_ptr<Net> nets[3];
 
   torch::Device torch_device() const {
     return device == Device::kCuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
@@ -163,10 +247,7 @@ Pipeline::Pipeline(const std::string& model_dir, PipelineOptions options) : impl
   Impl& p = *impl_;
   p.info = side.info;
   p.options = options;
-  if (p.info.runtime != "torchscript") {
-    fail(sidecar_file, "runtime is \"" + p.info.runtime +
-                      "\"; pycgn::Pipeline runs \"torchscript\" exports (pycgn export --format torchscript)");
-  }
+  // kind and runtime are among those this build runs (sidecar::kKinds, kRuntimes): checked by sidecar::read.
 
   const bool cuda_ok = PYCGN_PIPELINE_CUDA && torch::cuda::is_available();
   if (options.device == Device::kCuda && !cuda_ok) {
@@ -175,19 +256,38 @@ Pipeline::Pipeline(const std::string& model_dir, PipelineOptions options) : impl
                             : "device is cuda, but pycgn was built without CUDA (no CUDA toolkit found)");
   }
   p.device = options.device == Device::kCpu ? Device::kCpu : (cuda_ok ? Device::kCuda : Device::kCpu);
+  if (p.info.runtime == "aoti") {
+    // An AOTInductor package holds code compiled for one device: it runs there or nowhere.
+    if (p.info.compiled_for != "cpu" && p.info.compiled_for != "cuda") {
+      fail(sidecar_file, "key \"device\" is \"" + p.info.compiled_for + "\", expected \"cpu\" or \"cuda\"");
+    }
+    const Device compiled = p.info.compiled_for == "cuda" ? Device::kCuda : Device::kCpu;
+    if (options.device != Device::kAuto && options.device != compiled) {
+      fail(sidecar_file, std::string("key \"device\": the AOTInductor packages were compiled for ") +
+                             p.info.compiled_for + ", not " + device_name(options.device));
+    }
+    if (compiled == Device::kCuda && !cuda_ok) {
+      fail(sidecar_file, "key \"device\": the AOTInductor packages were compiled for cuda, and no CUDA GPU is usable here");
+    }
+    p.device = compiled;
+    if (compiled == Device::kCpu && !cpu_arch_runs_here(p.info.arch)) {
+      fail(sidecar_file, "key \"arch\" is \"" + p.info.arch + "\": the packages use CPU instructions this CPU (" +
+                             at::get_cpu_capability() + ") lacks; export them again on this machine");
+    }
+    if (release(p.info.torch_version) != TORCH_VERSION) {
+      fail(sidecar_file, "key \"torch_version\" is \"" + p.info.torch_version + "\": AOTInductor packages run only "
+                         "with the torch that compiled them; this pycgn runs libtorch " TORCH_VERSION);
+    }
+  }
 
   for (int i = 0; i < 3; ++i) {
     p.files[i] = dir / side.files[i];
     if (!fs::is_regular_file(p.files[i])) fail(p.files[i], "no such file (named by " + sidecar_file.string() + ")");
-    torch::jit::ExtraFilesMap extra{{kExtraFile, ""}};
-    try {
-      p.nets[i] = torch::jit::load(p.files[i].string(), p.torch_device(), extra);
-    } catch (const c10::Error& e) {
-      const std::string msg = e.what_without_backtrace();
-      fail(p.files[i], "not a loadable TorchScript module (truncated or corrupt): " + msg.substr(0, msg.find('\n')));
+    if (p.info.runtime == "aoti") {
+      p.nets[i] = std::make_unique<AotiNet>(p.files[i], kNets[i], p.info, p.torch_device());
+    } else {
+      p.nets[i] = std::make_unique<TorchScriptNet>(p.files[i], kNets[i], p.info.weights_sha256, p.torch_device());
     }
-    sidecar::check_record(extra[kExtraFile], kNets[i], p.info.weights_sha256, p.files[i].string());
-    p.nets[i].eval();
   }
   warm_vector_math();
 }
@@ -201,7 +301,13 @@ Device Pipeline::device() const { return impl_->device; }
 
 Sampler Pipeline::sampler(std::uint64_t seed, std::int64_t counterfactuals) const {
   const auto& i = impl_->info;
-  return Sampler(seed, i.n_classes, i.latent_dim, i.max_offset, counterfactuals);
+  Noise noise;  // N(0, 1) latents (the MNIST CGNs)
+  if (i.kind == "imagenet_cgn") {
+    noise.truncated = true;  // as pycgn.models.imagenet.imagenet_draw, with shared noise (published)
+    noise.truncation = i.truncation;
+    noise.bound = i.truncation_bound;
+  }
+  return Sampler(seed, i.n_classes, i.latent_dim, i.max_offset, counterfactuals, noise);
 }
 
 void Pipeline::Impl::run(const Draw& d, std::int64_t b0, std::int64_t n, std::uint8_t* out) const {
@@ -217,9 +323,19 @@ void Pipeline::Impl::run(const Draw& d, std::int64_t b0, std::int64_t n, std::ui
   at::Tensor mask, fg, bg;
   {
     c10::InferenceMode guard;
-    mask = checked_output(nets[0].forward({latents(d.u_shape), labels(d.shape)}), "shape", n, 1, files[0]);
-    fg = checked_output(nets[1].forward({latents(d.u_texture), labels(d.texture)}), "texture", n, 3, files[1]);
-    bg = checked_output(nets[2].forward({latents(d.u_bg), labels(d.bg)}), "background", n, 3, files[2]);
+    auto net = [&](int i, const std::vector<float>& u, const std::vector<std::int64_t>& y, std::int64_t channels) {
+      at::Tensor out;
+      try {
+        out = nets[i]->forward(latents(u), labels(y));
+      } catch (const std::exception& e) {
+        const std::string msg = e.what();
+        fail(files[i], std::string(kNets[i]) + " generator failed: " + msg.substr(0, msg.find('\n')));
+      }
+      return checked_output(out, kNets[i], n, channels, files[i]);
+    };
+    mask = net(0, d.u_shape, d.shape, 1);
+    fg = net(1, d.u_texture, d.texture, 3);
+    bg = net(2, d.u_bg, d.bg, 3);
   }
   const std::int64_t h = mask.size(2), w = mask.size(3);
   if (h != info.image_size || w != info.image_size) {
@@ -228,18 +344,21 @@ void Pipeline::Impl::run(const Draw& d, std::int64_t b0, std::int64_t n, std::ui
   }
   const at::Tensor fo = offsets(d.fg_offset), bo = offsets(d.bg_offset);
   CompositeParams c;
-  c.mask = image4(mask);
-  c.fg = image4(fg);
-  c.bg = image4(bg);
-  c.fg_offset = offsets4(fo);
-  c.bg_offset = offsets4(bo);
+  c.mask = image_view(mask);
+  c.fg = image_view(fg);
+  c.bg = image_view(bg);
+  c.fg_offset = offsets_view(fo);
+  c.bg_offset = offsets_view(bo);
   c.out_dtype = OutDtype::kUint8;
   c.layout = Layout::kNHWC;
   c.lo = info.clamp_lo;
   c.hi = info.clamp_hi;
   if (device == Device::kCpu) {
     c.out = out;
-    composite_cpu(c);
+    if (const char* bad = composite_check(c)) throw std::invalid_argument(bad);
+    // On libtorch's pool, like the torch operator: no OpenMP pool beside the one the nets use.
+    at::parallel_for(0, composite_cpu_row_count(c), composite_cpu_grain(c),
+                     [&c](std::int64_t r0, std::int64_t r1) { composite_cpu_rows(c, r0, r1); });
     return;
   }
 #if PYCGN_PIPELINE_CUDA

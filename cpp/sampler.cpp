@@ -2,6 +2,7 @@
 // every double operation rounds exactly like numpy's (see cpp/CMakeLists.txt).
 #include "pycgn/sampler.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -23,6 +24,18 @@ std::int64_t integer(std::uint64_t seed, std::uint64_t index, std::uint32_t stre
                      std::uint32_t k, std::int64_t high) {
   return static_cast<std::int64_t>(
       std::floor(uniform(seed, index, stream, k) * static_cast<double>(high)));
+}
+
+void truncated_normal(std::uint64_t seed, std::uint64_t index, std::uint32_t stream, std::int64_t dim, float bound,
+                      float* out) {
+  for (std::int64_t j = 0; j < dim; ++j) {
+    float x = 0.0f;
+    for (std::int64_t a = 0; a < kTruncAttempts; ++a) {
+      x = normal(seed, index, stream, static_cast<std::uint32_t>(a * dim + j));
+      if (std::fabs(x) <= bound) break;
+    }
+    out[j] = std::fmin(std::fmax(x, -bound), bound);  // a no-op unless every try failed
+  }
 }
 
 }  // namespace rng
@@ -64,12 +77,23 @@ std::vector<std::int64_t> fixed_classes(const char* name, const std::vector<std:
 }  // namespace
 
 Sampler::Sampler(std::uint64_t seed, std::int64_t n_classes, std::int64_t latent_dim,
-                 std::int64_t max_offset, std::int64_t counterfactuals)
+                 std::int64_t max_offset, std::int64_t counterfactuals, Noise noise)
     : seed_(seed),
       n_classes_(n_classes),
       latent_dim_(latent_dim),
       max_offset_(max_offset),
-      counterfactuals_(counterfactuals) {
+      counterfactuals_(counterfactuals),
+      noise_(noise) {
+  if (noise.truncated) {
+    if (!(noise.truncation > 0.0f && noise.truncation <= 1.0f)) {
+      throw std::invalid_argument("noise.truncation must be in (0, 1], got " + std::to_string(noise.truncation));
+    }
+    if (!(noise.bound > 0.0f && std::isfinite(noise.bound))) {
+      throw std::invalid_argument("noise.bound must be a positive number, got " + std::to_string(noise.bound));
+    }
+    // Tries use the counters a * dim + j < kTruncAttempts * dim: 32 bits, doubled by Box-Muller.
+    check_at_most("latent_dim", latent_dim, ((std::int64_t{1} << 31) - 1) / rng::kTruncAttempts);
+  }
   check_positive("n_classes", n_classes, 1);
   check_positive("latent_dim", latent_dim, 1);
   check_positive("max_offset", max_offset, 0);
@@ -120,11 +144,15 @@ Draw Sampler::draw(const std::vector<std::int64_t>& indices, const std::vector<s
     d.shape[b] = pick(fixed_shape[b], shape_idx, kYShape);
     d.texture[b] = pick(fixed_texture[b], idx, kYTexture);
     d.bg[b] = pick(fixed_bg[b], idx, kYBg);
-    for (std::size_t j = 0; j < dim; ++j) {
-      const auto k = static_cast<std::uint32_t>(j);
-      d.u_shape[b * dim + j] = rng::normal(s, shape_idx, kUShape, k);
-      d.u_texture[b * dim + j] = rng::normal(s, idx, kUTexture, k);
-      d.u_bg[b * dim + j] = rng::normal(s, idx, kUBg, k);
+    if (noise_.truncated) {
+      truncated_noise(shape_idx, idx, &d.u_shape[b * dim], &d.u_texture[b * dim], &d.u_bg[b * dim]);
+    } else {
+      for (std::size_t j = 0; j < dim; ++j) {
+        const auto k = static_cast<std::uint32_t>(j);
+        d.u_shape[b * dim + j] = rng::normal(s, shape_idx, kUShape, k);
+        d.u_texture[b * dim + j] = rng::normal(s, idx, kUTexture, k);
+        d.u_bg[b * dim + j] = rng::normal(s, idx, kUBg, k);
+      }
     }
     for (std::uint32_t k = 0; k < 2; ++k) {
       d.fg_offset[2 * b + k] = rng::integer(s, idx, kFgOffset, k, span);
@@ -132,6 +160,24 @@ Draw Sampler::draw(const std::vector<std::int64_t>& indices, const std::vector<s
     }
   }
   return d;
+}
+
+// As imagenet_draw: truncation * truncated_normal, multiplied in float32 like numpy.
+void Sampler::truncated_noise(std::uint64_t shape_idx, std::uint64_t idx, float* u_shape, float* u_texture,
+                              float* u_bg) const {
+  const std::int64_t dim = latent_dim_;
+  auto fill = [&](std::uint64_t key, std::uint32_t stream, float* out) {
+    rng::truncated_normal(seed_, key, stream, dim, noise_.bound, out);
+    for (std::int64_t j = 0; j < dim; ++j) out[j] *= noise_.truncation;
+  };
+  fill(shape_idx, kUTrunc, u_shape);
+  if (noise_.shared) {
+    std::copy(u_shape, u_shape + dim, u_texture);
+    std::copy(u_shape, u_shape + dim, u_bg);
+  } else {
+    fill(idx, kUTruncTexture, u_texture);
+    fill(idx, kUTruncBg, u_bg);
+  }
 }
 
 Draw Sampler::draw_n(std::int64_t n, std::int64_t start, const std::vector<std::int64_t>& shape,

@@ -14,6 +14,12 @@ namespace pycgn {
 namespace sidecar {
 
 const char* const kNets[3] = {"shape", "texture", "background"};
+const char* const kKinds[2] = {"mnist_cgn", "imagenet_cgn"};
+const char* const kRuntimes[2] = {"torchscript", "aoti"};
+
+#ifndef PYCGN_VERSION
+#error "PYCGN_VERSION (the pycgn version, e.g. \"0.1.0\") must be defined by the build"
+#endif
 
 namespace {
 
@@ -105,6 +111,27 @@ std::string file_name(const json& files, const char* net, const std::string& fil
   return name;
 }
 
+// One of `allowed` (n entries), else an error naming the field and the accepted values.
+std::string one_of(const json& j, const char* key, const std::string& file, const char* const* allowed, int n) {
+  const std::string v = text(j, key, file, 64);
+  std::string list;
+  for (int i = 0; i < n; ++i) {
+    if (v == allowed[i]) return v;
+    list += std::string(i ? ", " : "") + "\"" + allowed[i] + "\"";
+  }
+  fail(file, quoted(key) + " is \"" + v + "\", expected one of " + list + " (an export of another pycgn?)");
+}
+
+double positive(const json& j, const char* key, const std::string& file, double hi) {
+  const json& v = require(j, key, file);
+  if (!v.is_number() || v.is_boolean()) wrong_type(v, key, file, "a number");
+  const double x = v.get<double>();
+  if (!(x > 0.0 && x <= hi)) fail(file, quoted(key) + " is " + v.dump() + ", expected a number in (0, " + json(hi).dump() + "]");
+  return x;
+}
+
+std::string major(const std::string& version) { return version.substr(0, version.find('.')); }
+
 }  // namespace
 
 Sidecar parse(const std::string& text_in, const std::string& dir, const std::string& file) {
@@ -121,8 +148,14 @@ Sidecar parse(const std::string& text_in, const std::string& dir, const std::str
   Sidecar s;
   ExportInfo& info = s.info;
   info.directory = dir;
-  info.runtime = text(j, "runtime", file, 64);
-  info.kind = text(j, "kind", file, 64);
+  info.runtime = one_of(j, "runtime", file, kRuntimes, 2);
+  info.kind = one_of(j, "kind", file, kKinds, 2);
+  // Same major version: the export format's meaning (sampling, streams) may change across majors.
+  info.pycgn_version = text(j, "pycgn_version", file, 64);
+  if (major(info.pycgn_version) != major(PYCGN_VERSION)) {
+    fail(file, quoted("pycgn_version") + " is \"" + info.pycgn_version + "\", this build reads exports of pycgn " +
+                   major(PYCGN_VERSION) + ".x (" + PYCGN_VERSION + "); re-export the model");
+  }
   info.variant = text(j, "variant", file, 128);
   info.weights_sha256 = text(j, "weights_sha256", file, 128);
   info.image_size = integer(j, "image_size", file, 1, kMaxImageSize);
@@ -155,6 +188,23 @@ Sidecar parse(const std::string& text_in, const std::string& dir, const std::str
   }
   info.clamp_lo = static_cast<float>(lo);
   info.clamp_hi = static_cast<float>(hi);
+
+  if (info.kind == "imagenet_cgn") {
+    info.truncation = static_cast<float>(positive(j, "truncation", file, 1.0));
+    info.truncation_bound = static_cast<float>(positive(j, "truncation_bound", file, 1e6));
+    // Class vectors (interpolations) would need another input than the ids the pipeline samples.
+    const auto ci = j.find("class_input");
+    if (ci != j.end() && !(ci->is_string() && *ci == "ids")) {
+      fail(file, quoted("class_input") + " is " + ci->dump().substr(0, 40) +
+                     ", pycgn::Pipeline runs \"ids\" exports (pycgn.export(..., class_input=\"ids\"))");
+    }
+  }
+  if (info.runtime == "aoti") {
+    info.precision = text(j, "precision", file, 32);
+    info.torch_version = text(j, "torch_version", file, 64);
+    info.compiled_for = text(j, "device", file, 32);
+    info.arch = text(j, "arch", file, 32);
+  }
 
   const json& files = require(j, "files", file);
   if (!files.is_object()) fail(file, "key \"files\" must be an object");

@@ -18,6 +18,10 @@ namespace sidecar {
 constexpr const char* kFileName = "pycgn_export.json";
 constexpr const char* kFormat = "pycgn-export";
 constexpr std::int64_t kFormatVersion = 1;
+// What this build runs: the kinds of model (each samples its own way), the runtimes (formats of
+// the generator files) and, for the ImageNet CGN, the class input.
+extern const char* const kKinds[2];     // "mnist_cgn", "imagenet_cgn"
+extern const char* const kRuntimes[2];  // "torchscript", "aoti"
 // Mechanisms in the order of the files below; also the keys of "files".
 extern const char* const kNets[3];
 

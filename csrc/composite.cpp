@@ -16,6 +16,7 @@
 #endif
 
 #include "pycgn/composite.h"
+#include "torch_views.h"
 
 namespace pycgn {
 namespace {
@@ -53,25 +54,7 @@ void check_offset(const c10::optional<at::Tensor>& o, const char* name, const at
                     " but mask is on ", mask.device());
 }
 
-Image4 image(const at::Tensor& t) {
-  Image4 im;
-  im.data = t.data_ptr<float>();
-  for (int d = 0; d < 4; ++d) {
-    im.size[d] = t.size(d);
-    im.stride[d] = t.stride(d);
-  }
-  return im;
-}
-
-Offsets offsets(const c10::optional<at::Tensor>& o) {
-  Offsets r;
-  if (!o || o->numel() == 0) return r;
-  r.data = o->data_ptr();
-  r.dtype = o->scalar_type() == at::kInt ? IndexDtype::kInt32 : IndexDtype::kInt64;
-  r.stride[0] = o->stride(0);
-  r.stride[1] = o->stride(1);
-  return r;
-}
+Offsets offsets(const c10::optional<at::Tensor>& o) { return o ? offsets_view(*o) : Offsets{}; }
 
 // Checks the arguments and returns the core's parameters, all but `out`.
 CompositeParams params(const at::Tensor& mask, const at::Tensor& fg, const at::Tensor& bg,
@@ -87,9 +70,9 @@ CompositeParams params(const at::Tensor& mask, const at::Tensor& fg, const at::T
   check_offset(bg_offset, "bg_offset", mask);
   // Checked in double: the float cast below must not turn lo > hi into lo == hi.
   TORCH_CHECK_VALUE(lo <= hi, "composite: clamp must have lo <= hi, got (", lo, ", ", hi, ")");
-  p.mask = image(mask);
-  p.fg = image(fg);
-  p.bg = image(bg);
+  p.mask = image_view(mask);
+  p.fg = image_view(fg);
+  p.bg = image_view(bg);
   p.fg_offset = offsets(fg_offset);
   p.bg_offset = offsets(bg_offset);
   p.lo = static_cast<float>(lo);
@@ -127,8 +110,11 @@ void launch(CompositeParams p, const at::Tensor& mask, at::Tensor& out) {
   if (out.numel() == 0) return;
   p.out = out.data_ptr();
   if (mask.is_cpu()) {
-    p.num_threads = at::get_num_threads();
-    composite_cpu(p);
+    // torch's own pool, not OpenMP's beside it: one set of threads per process, sized and
+    // pinned by torch.set_num_threads, and no second pool spinning while torch's works.
+    const CompositeParams& q = p;
+    at::parallel_for(0, composite_cpu_row_count(q), composite_cpu_grain(q),
+                     [&q](std::int64_t r0, std::int64_t r1) { composite_cpu_rows(q, r0, r1); });
     return;
   }
 #ifdef PYCGN_WITH_CUDA

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The C++ side of pycgn, end to end: configure and build the CMake project (pycgn::composite,
+# The C++ side of pycgn, end to end: configure and build the CMake project (pycgn::core,
 # pycgn::pipeline, cgn_generate, tests), run ctest, install to a temporary prefix, then build
 # examples/cpp_consumer against that install alone (no libtorch on its search path) and run it,
 # plus the installed cgn_generate, on a freshly exported random-weight model.
@@ -34,7 +34,7 @@ step "ctest"
 step "install to a temporary prefix"
 prefix=$work/prefix
 cmake --install "$build" --prefix "$prefix" >/dev/null
-for f in include/pycgn/composite.h include/pycgn/pipeline.h include/pycgn/sampler.h bin/cgn_generate; do
+for f in include/pycgn/composite.h include/pycgn/pipeline.h include/pycgn/sampler.h include/pycgn/export.h bin/cgn_generate; do
   test -e "$prefix/$f" || { echo "not installed: $f"; exit 1; }
 done
 find "$prefix" -name 'pycgnConfig.cmake' | grep -q . || { echo "not installed: pycgnConfig.cmake"; exit 1; }
@@ -54,8 +54,22 @@ with torch.no_grad():
             t.copy_(torch.rand_like(t) + 0.5 if k.endswith("running_var") else torch.randn_like(t) * 0.2)
 pycgn.export.export(m.eval(), sys.argv[1], format="torchscript")
 PY
-"$work/consumer/pycgn_consumer"
+"$work/consumer/pycgn_core_consumer"
+# The torch-free core must stay torch-free: nothing of libtorch may be loaded with it.
+if ldd "$work/consumer/pycgn_core_consumer" | grep -E 'lib(torch|c10)'; then
+  echo "pycgn_core_consumer (pycgn::core alone) pulls in libtorch"; exit 1
+fi
+ldd "$work/consumer/pycgn_core_consumer" | grep -q libpycgn_core || { echo "pycgn_core_consumer: no libpycgn_core"; exit 1; }
 "$work/consumer/pycgn_consumer" "$work/export"
+# The AOTInductor and tiny ImageNet exports ctest's pycgn.pipeline.formats made (and compared
+# bit for bit with Python): the installed package runs them too, without compiling them again.
+for d in "$build/cpp/formats_check/export_aoti" "$build/cpp/formats_check/export_imagenet"; do
+  if [ -f "$d/pycgn_export.json" ]; then
+    "$work/consumer/pycgn_consumer" "$d"
+  else
+    echo "note: $d not made by ctest (no aoti format in this pycgn?)"
+  fi
+done
 
 step "installed cgn_generate"
 "$prefix/bin/cgn_generate" --model-dir "$work/export" --shape 3 --texture 7 --bg 1 -n 8 --seed 1 -o "$work/grid.png"

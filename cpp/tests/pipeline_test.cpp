@@ -152,7 +152,11 @@ void bad_exports(const fs::path& dir, const fs::path& work) {
   expect_throws<ExportError>(load(broken_copy(dir, work, "version", [](json& j) { j["format_version"] = 2; })),
                              "format_version 2 is not supported", "wrong version");
   expect_throws<ExportError>(load(broken_copy(dir, work, "runtime", [](json& j) { j["runtime"] = "onnx"; })),
-                             "runtime is \"onnx\"", "wrong runtime");
+                             "key \"runtime\" is \"onnx\"", "wrong runtime");
+  expect_throws<ExportError>(load(broken_copy(dir, work, "kind", [](json& j) { j["kind"] = "imagenet"; })),
+                             "key \"kind\" is \"imagenet\"", "unknown kind");
+  expect_throws<ExportError>(load(broken_copy(dir, work, "major", [](json& j) { j["pycgn_version"] = "1.0.0"; })),
+                             "key \"pycgn_version\" is \"1.0.0\"", "other pycgn major version");
   expect_throws<ExportError>(load(broken_copy(dir, work, "nokey", [](json& j) { j.erase("latent_dim"); })),
                              "missing key \"latent_dim\"", "missing key");
   expect_throws<ExportError>(load(broken_copy(dir, work, "type", [](json& j) { j["n_classes"] = "ten"; })),

@@ -248,15 +248,34 @@ RowsFn pick() {
 
 }  // namespace
 
-void composite_cpu(const CompositeParams& p) {
-  if (const char* err = composite_check(p)) throw std::invalid_argument(err);
-  const std::int64_t rows = p.mask.size[0] * p.mask.size[2];
-  if (rows == 0 || p.mask.size[3] == 0 || p.fg.size[1] == 0) return;
-  static const RowsFn fns[2] = {pick<float>(), pick<std::uint8_t>()};
-  const RowsFn fn = fns[p.out_dtype == OutDtype::kUint8 ? 1 : 0];
+std::int64_t composite_cpu_row_count(const CompositeParams& p) {
+  if (p.mask.size[3] == 0 || p.fg.size[1] == 0) return 0;
+  return p.mask.size[0] * p.mask.size[2];
+}
+
+std::int64_t composite_cpu_grain(const CompositeParams& p) {
   // About 64 KiB of output per task: small batches stay on the calling thread.
   const std::int64_t row_bytes = p.mask.size[3] * p.fg.size[1] * 16;
-  const std::int64_t grain = std::max<std::int64_t>(1, (64 << 10) / std::max<std::int64_t>(row_bytes, 1));
+  return std::max<std::int64_t>(1, (64 << 10) / std::max<std::int64_t>(row_bytes, 1));
+}
+
+namespace {
+RowsFn rows_fn(const CompositeParams& p) {
+  static const RowsFn fns[2] = {pick<float>(), pick<std::uint8_t>()};
+  return fns[p.out_dtype == OutDtype::kUint8 ? 1 : 0];
+}
+}  // namespace
+
+void composite_cpu_rows(const CompositeParams& p, std::int64_t r0, std::int64_t r1) noexcept {
+  if (r0 < r1) rows_fn(p)(p, r0, r1);
+}
+
+void composite_cpu(const CompositeParams& p) {
+  if (const char* err = composite_check(p)) throw std::invalid_argument(err);
+  const std::int64_t rows = composite_cpu_row_count(p);
+  if (rows == 0) return;
+  const RowsFn fn = rows_fn(p);
+  const std::int64_t grain = composite_cpu_grain(p);
 #ifdef _OPENMP
   int threads = p.num_threads > 0 ? p.num_threads : omp_get_max_threads();
   threads = static_cast<int>(std::min<std::int64_t>(threads, (rows + grain - 1) / grain));

@@ -20,6 +20,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "pycgn/export.h"
+
 #if defined(__CUDACC__)
 #define PYCGN_HD __host__ __device__ __forceinline__
 #else
@@ -67,13 +69,22 @@ struct CompositeParams {
 // Returns null when p is valid, else a message naming the bad argument and its value(s).
 // The one check of sizes, channels and clamp: the torch operator relies on it too. The
 // message lives in a thread-local buffer until this thread's next call.
-const char* composite_check(const CompositeParams& p);
+PYCGN_API const char* composite_check(const CompositeParams& p);
 
-// Throw std::invalid_argument when composite_check fails.
-void composite_cpu(const CompositeParams& p);
+// Throw std::invalid_argument when composite_check fails. Threads: OpenMP, p.num_threads.
+PYCGN_API void composite_cpu(const CompositeParams& p);
+
+// The CPU path split for a caller's own thread pool (the torch operator drives it with
+// at::parallel_for, so it shares torch's threads instead of starting OpenMP's beside them):
+// rows are (image, y) pairs, composite_cpu_grain(p) rows make a worthwhile task, and
+// composite_cpu_rows(p, r0, r1) writes rows [r0, r1) on the calling thread. p must have passed
+// composite_check (composite_cpu_rows does not check again and never throws).
+PYCGN_API std::int64_t composite_cpu_row_count(const CompositeParams& p);
+PYCGN_API std::int64_t composite_cpu_grain(const CompositeParams& p);
+PYCGN_API void composite_cpu_rows(const CompositeParams& p, std::int64_t r0, std::int64_t r1) noexcept;
 // Launches on `stream` and returns without synchronising; all pointers are device pointers.
 // Defined only when the library is built with CUDA (CMake: pycgn_WITH_CUDA).
-void composite_cuda(const CompositeParams& p, cudaStream_t stream);
+PYCGN_API void composite_cuda(const CompositeParams& p, cudaStream_t stream);
 
 // ---- the per-pixel arithmetic, shared by the CPU loops and the CUDA kernel ----
 

@@ -17,12 +17,13 @@
 #include <string>
 #include <vector>
 
+#include "pycgn/export.h"
 #include "pycgn/sampler.h"
 
 namespace pycgn {
 
 // A missing, unreadable or incompatible export; the message names the file.
-class ExportError : public std::runtime_error {
+class PYCGN_API ExportError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
@@ -41,6 +42,17 @@ struct ExportInfo {
   std::vector<std::string> class_names;
   float clamp_lo = 0.0f;
   float clamp_hi = 1.0f;
+  std::string pycgn_version;  // of the pycgn that wrote the export; its major must be this build's
+  // ImageNet CGN (kind "imagenet_cgn"): latents are truncation * a normal truncated to
+  // [-truncation_bound, truncation_bound], as the exported batch norms expect.
+  float truncation = 0.0f;
+  float truncation_bound = 0.0f;
+  // AOTInductor exports (runtime "aoti"): the compute precision inside the packages, the torch
+  // version that compiled them, and the device they were compiled for ("cpu" or "cuda").
+  std::string precision;
+  std::string torch_version;
+  std::string compiled_for;
+  std::string arch;  // CPU vector ISA ("AVX2", "AVX512", ...) or GPU architecture ("sm_90")
 };
 
 // uint8 images, NHWC, row-major: pixel (i, y, x, c) is data[((i * height + y) * width + x) * channels + c].
@@ -54,8 +66,8 @@ struct Images {
 enum class Device { kAuto, kCpu, kCuda };
 
 // "auto", "cpu" or "cuda" -> Device; anything else throws std::invalid_argument.
-Device parse_device(const std::string& name);
-const char* device_name(Device device);
+PYCGN_API Device parse_device(const std::string& name);
+PYCGN_API const char* device_name(Device device);
 
 struct PipelineOptions {
   // kAuto: CUDA when libtorch and the compositing core both have it and a GPU is present.
@@ -64,7 +76,7 @@ struct PipelineOptions {
   std::int64_t batch_size = 512;
 };
 
-class Pipeline {
+class PYCGN_API Pipeline {
  public:
   // Throws ExportError naming the file for a missing directory, sidecar or generator, a
   // sidecar of another format or version, or a generator libtorch cannot load.

@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "pycgn/export.h"
+
 namespace pycgn {
 
 // Stream ids: part of the format, shared with Python. Never renumber.
@@ -24,6 +26,11 @@ enum Stream : std::uint32_t {
   kYBg = 5,
   kFgOffset = 6,
   kBgOffset = 7,
+  // The ImageNet CGN's truncated noise (pycgn/models/imagenet.py): shape (also texture and
+  // background with shared noise, the published scheme), texture, background.
+  kUTrunc = 16,
+  kUTruncTexture = 17,
+  kUTruncBg = 18,
 };
 
 // A class entry meaning "draw this one at random" (Python's None).
@@ -53,13 +60,29 @@ inline double uniform(std::uint64_t seed, std::uint64_t index, std::uint32_t str
 }
 
 // Standard normal: Box-Muller on the uniforms (2j, 2j + 1), in double, then float.
-float normal(std::uint64_t seed, std::uint64_t index, std::uint32_t stream, std::uint32_t j);
+PYCGN_API float normal(std::uint64_t seed, std::uint64_t index, std::uint32_t stream, std::uint32_t j);
 
 // Uniform integer in {0, ..., high - 1}: floor(uniform * high).
-std::int64_t integer(std::uint64_t seed, std::uint64_t index, std::uint32_t stream,
+PYCGN_API std::int64_t integer(std::uint64_t seed, std::uint64_t index, std::uint32_t stream,
                      std::uint32_t k, std::int64_t high);
 
+// Standard normal restricted to [-bound, bound], coordinates 0..dim-1 into out[0..dim-1], like
+// pycgn.models.imagenet.truncated_normal: try a of coordinate j is normal(.., a * dim + j); the
+// first try with |x| <= bound is kept; after kTruncAttempts failures the last try is clipped.
+constexpr std::int64_t kTruncAttempts = 16;
+PYCGN_API void truncated_normal(std::uint64_t seed, std::uint64_t index, std::uint32_t stream, std::int64_t dim,
+                                float bound, float* out);
+
 }  // namespace rng
+
+// Latent noise of a Sampler: pycgn.Sampler's N(0, 1) (MNIST CGNs), or the ImageNet CGN's
+// truncation * truncated normal on streams 16-18 (pycgn.models.imagenet.imagenet_draw).
+struct Noise {
+  bool truncated = false;
+  float truncation = 1.0f;  // in (0, 1]
+  float bound = 2.0f;       // > 0
+  bool shared = true;       // one noise vector (the shape's) for the three mechanisms
+};
 
 // Every input of a batch of samples; with the model's weights it fixes the images.
 // Layout matches pycgn.sampler.Draw: latents row-major (N, latent_dim), offsets (N, 2) as
@@ -81,10 +104,10 @@ struct Draw {
 // classes are fixed. With counterfactuals = K > 1 the shape inputs of sample i are keyed
 // by i / K (the K counterfactuals of one shape share its mask). Bad arguments throw
 // std::invalid_argument naming the argument.
-class Sampler {
+class PYCGN_API Sampler {
  public:
   explicit Sampler(std::uint64_t seed, std::int64_t n_classes = 10, std::int64_t latent_dim = 32,
-                   std::int64_t max_offset = 32, std::int64_t counterfactuals = 1);
+                   std::int64_t max_offset = 32, std::int64_t counterfactuals = 1, Noise noise = {});
 
   Draw draw(const std::vector<std::int64_t>& indices, const std::vector<std::int64_t>& shape = {},
             const std::vector<std::int64_t>& texture = {},
@@ -100,10 +123,15 @@ class Sampler {
   std::int64_t latent_dim() const { return latent_dim_; }
   std::int64_t max_offset() const { return max_offset_; }
   std::int64_t counterfactuals() const { return counterfactuals_; }
+  const Noise& noise() const { return noise_; }
 
  private:
+  void truncated_noise(std::uint64_t shape_idx, std::uint64_t idx, float* u_shape, float* u_texture,
+                       float* u_bg) const;
+
   std::uint64_t seed_;
   std::int64_t n_classes_, latent_dim_, max_offset_, counterfactuals_;
+  Noise noise_;
 };
 
 }  // namespace pycgn
