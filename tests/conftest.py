@@ -123,7 +123,6 @@ SLOW = {
     "test_imagenet.py::test_onnx_export_parity",
     "test_imagenet.py::test_strict_load_roundtrip",
     "test_imagenet.py::test_torchscript_export_parity",
-    "test_runtime.py::test_backend_matches_eager",
     "test_runtime.py::test_concurrent_processes_share_one_cache_entry",
     "test_runtime.py::test_corrupt_cache_entry_is_exported_again",
     "test_runtime.py::test_export_dir_from_other_weights_is_refused",
