@@ -75,7 +75,7 @@ def _canonical_command(model, n, out, k, fmt, shard_size, seed, design=None, pre
 # (cached) for smaller ones. A compile repays itself from n = compile_s / (1/rate_without - 1/rate_with)
 # images on. Measured on the project's 2-core machine (benchmarks/RESULTS.md, 2026-11-29): compiling an
 # MNIST CGN's three packages takes 40-160 s (plus ~2 min for AOTInductor's precompiled headers the
-# first time on a machine); at batch 256 aoti ran at 0.9-1.0x onnxruntime in float32 and 2.1x
+# first time on a machine); at batch 256-1024 aoti ran at 0.9-1.2x onnxruntime in float32 and 1-2x
 # torch-bf16 in bfloat16 (one loaded run). With the quiet machine's synth rates (1,263 img/s float32,
 # 2,829 bfloat16) and at best a 1.5x (float32) / 2x (bfloat16) gain, the break-even is ~450,000 /
 # ~570,000 images for a 120 s compile: below 500,000 a compile would cost more than it saves.
