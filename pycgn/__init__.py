@@ -10,5 +10,13 @@ from .reference import composite as reference_composite
 from .sampler import Draw, Sampler
 
 
-__all__ = ["__version__", "CheckpointError", "Draw", "Generator", "MnistCGN", "ModelInfo", "Parts", "Sampler",
+__all__ = ["__version__", "CheckpointError", "Draw", "Generator", "MnistCGN", "ModelInfo", "Parts", "Pipeline",
+           "Sampler",
            "composite", "generate", "grid", "info", "interpolate", "load", "reference_composite", "save"]
+
+
+def __getattr__(name):
+    if name == "Pipeline":  # the C++ pipeline's bindings (optional extension), loaded on first use
+        from .pipeline import Pipeline
+        return Pipeline
+    raise AttributeError(f"module 'pycgn' has no attribute {name!r}")

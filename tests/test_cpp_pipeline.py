@@ -6,7 +6,6 @@ share one Pipeline (generate releases the GIL) and get the images a single threa
 """
 import threading
 
-import numpy as np
 import pytest
 import torch
 
@@ -94,3 +93,9 @@ def test_bad_arguments_name_the_argument(export_dir, kwargs, error, needle):
 def test_bad_export_is_an_export_error(tmp_path):
     with pytest.raises(pycgn.export.ExportError, match="no such file"):
         pipeline.Pipeline(tmp_path)
+
+
+def test_top_level_name_is_the_binding():
+    assert pycgn.Pipeline is pipeline.Pipeline and "Pipeline" in pycgn.__all__
+    with pytest.raises(AttributeError, match="no attribute 'Pipe'"):
+        pycgn.Pipe
