@@ -67,7 +67,9 @@ def worker(args) -> dict:
                 cached, t0 = runtime.aoti_cached(model, precision), time.perf_counter()
                 cands[name] = runtime.make_runner(model, backend="aoti", device="cpu", precision=precision)
                 aoti[name] = (time.perf_counter() - t0, cached)
-        if b in runtime.available_backends():
+        if b == "torch-bf16":  # the row's old name: backend torch with precision bfloat16
+            cands[b] = runtime.make_runner(model, backend="torch", device="cpu", precision="bfloat16")
+        elif b in runtime.available_backends():
             cands[b] = runtime.make_runner(model, backend=b, device="cpu")
 
     def call(name, a):

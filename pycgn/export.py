@@ -52,7 +52,7 @@ from ._checks import PRECISIONS
 from ._io import atomic_write_bytes
 from ._version import __version__
 from .models import ImagenetCGN, MnistCGN
-from .models.base import CheckpointError, ExportSpec, weights_sha256
+from .models.base import MECHANISMS, CheckpointError, ExportSpec, weights_sha256
 
 FORMAT = "pycgn-export"
 FORMAT_VERSION = 1
@@ -60,7 +60,6 @@ SIDECAR = "pycgn_export.json"
 OPSET = 20  # the torch.export-based exporter; the legacy one cannot keep the batch dynamic
 CLAMP = [0.0001, 0.9999]
 FORMATS = ("onnx", "torchscript", "aoti")
-MECHANISMS = ("shape", "texture", "background")
 OUTPUT_NAMES = {"shape": "mask", "texture": "foreground", "background": "background"}
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "aoti": ".pt2"}
 EXTRA_FILE = "pycgn.json"  # TorchScript extra file with the weights hash and the mechanism
