@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import torch
 
-from .models.base import VARIANTS
 
 MECHANISMS = ("shape", "texture", "background")
 N_CLASSES = 10
