@@ -11,6 +11,7 @@ import torch
 
 import pycgn
 import pycgn.export
+from conftest import random_mnist
 from pycgn import pipeline
 from pycgn.ops import composite
 
@@ -19,14 +20,7 @@ pytestmark = pytest.mark.skipif(not pipeline.available(), reason="pycgn._pipelin
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
-    g = torch.Generator().manual_seed(5)
-    m = pycgn.MnistCGN()
-    with torch.no_grad():
-        for name, t in m.state_dict().items():
-            if t.is_floating_point():
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5 if name.endswith("running_var")
-                        else torch.randn(t.shape, generator=g) * 0.2)
-    m.eval()
+    m = random_mnist(5)
     return m, pycgn.export.export(m, tmp_path_factory.mktemp("ts"), format="torchscript")
 
 
