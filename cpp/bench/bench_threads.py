@@ -10,19 +10,20 @@ usage: python cpp/bench/bench_threads.py [--model CKPT] [--format torchscript|ao
 import argparse
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
 import pycgn  # noqa: E402
-import pycgn.export  # noqa: E402
-from pycgn import pipeline  # noqa: E402
+from pycgn import pipeline, runtime  # noqa: E402
+import _harness as H  # noqa: E402
+
 
 
 def rate(obj, threads, calls, n, repeats):
@@ -56,19 +57,19 @@ def main():
         sys.exit("pycgn._pipeline is not built")
     torch.manual_seed(0)
     model = pycgn.load(a.model) if a.model else pycgn.MnistCGN().eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        out = pycgn.export.export(model, Path(tmp) / "export", format=a.format)
-        cands = {"pycgn.Pipeline (C++)": pipeline.Pipeline(out, device="cpu"),
-                 f"pycgn.Generator ({a.format})": pycgn.Generator(model, backend=a.format, device="cpu")}
-        for c in cands.values():
-            c.generate(n=a.n, seed=0)  # warm-up
-        threads = [int(t) for t in a.threads.split(",")]
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, n={a.n} per call, "
-              f"{a.calls} calls per thread, median of {a.repeats}\n")
-        print("| candidate | " + " | ".join(f"{t} thread{'s' * (t > 1)}" for t in threads) + " |")
-        print("|---|" + "---:|" * len(threads))
-        for name, c in cands.items():
-            print(f"| {name} | " + " | ".join(f"{rate(c, t, a.calls, a.n, a.repeats):.0f} img/s" for t in threads) + " |")
+    # both read the same files: the runtime's cached export (an aoti compile happens once per machine)
+    out = runtime.cached_export(model, a.format)
+    cands = {"pycgn.Pipeline (C++)": pipeline.Pipeline(out, device="cpu"),
+             f"pycgn.Generator ({a.format})": pycgn.Generator(model, backend=a.format, device="cpu")}
+    for c in cands.values():
+        c.generate(n=a.n, seed=0)  # warm-up
+    threads = [int(t) for t in a.threads.split(",")]
+    print(f"{H.cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, n={a.n} per call, "
+          f"{a.calls} calls per thread, median of {a.repeats}\n")
+    print("| candidate | " + " | ".join(f"{t} thread{'s' * (t > 1)}" for t in threads) + " |")
+    print("|---|" + "---:|" * len(threads))
+    for name, c in cands.items():
+        print(f"| {name} | " + " | ".join(f"{rate(c, t, a.calls, a.n, a.repeats):.0f} img/s" for t in threads) + " |")
 
 
 if __name__ == "__main__":
