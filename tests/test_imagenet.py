@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from pycgn import export as ex, reference
 from pycgn.checkpoint import CheckpointError
 from pycgn.models import biggan, imagenet as inet
+from pycgn.models.base import MECHANISMS
 from pycgn.models.imagenet import ImagenetCGN, load_imagenet_cgn, save_imagenet_cgn
 
 # Facts of the published code (imagenet/models/{cgn,biggan,u2net}.py of the CGN repository, and
@@ -365,7 +366,7 @@ def test_onnx_export_parity(tiny, tmp_path):
     assert side["max_offset"] == 0 and side["inputs"][1] == {"name": "y", "shape": ["batch"], "dtype": "int64"}
     draws = {n: draw(n, seed=n, truncation=0.7, shared_noise=False) for n in (1, 5)}  # exported at batch 2
     want = {n: _eager(tiny, d, 0.7) for n, d in draws.items()}
-    for name in inet.MECHANISMS:
+    for name in MECHANISMS:
         path = out / side["files"][name]
         onnx.checker.check_model(onnx.load(str(path)), full_check=True)
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
