@@ -42,6 +42,14 @@ def precision(value, device) -> str:
     return value
 
 
+def _batch_and_finite(name: str, t: torch.Tensor, n: int | None) -> None:
+    """The checks every float input of the nets shares: its batch, and no NaN or infinity."""
+    if n is not None and t.shape[0] != n:
+        raise ValueError(f"{name} has batch {t.shape[0]}, expected {n}")
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+
+
 def latent(name: str, u, latent_dim: int, n: int | None = None) -> None:
     if not isinstance(u, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(u).__name__}")
@@ -49,10 +57,7 @@ def latent(name: str, u, latent_dim: int, n: int | None = None) -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got {u.dtype}")
     if u.dim() != 2 or u.shape[1] != latent_dim:
         raise ValueError(f"{name} must have shape (N, {latent_dim}), got {tuple(u.shape)}")
-    if n is not None and u.shape[0] != n:
-        raise ValueError(f"{name} has batch {u.shape[0]}, expected {n}")
-    if u.numel() and not bool(torch.isfinite(u).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
+    _batch_and_finite(name, u, n)
 
 
 def class_ids(name: str, y, n_classes: int, n: int | None = None) -> None:
@@ -92,7 +97,4 @@ def class_vectors(name: str, y, n_classes: int, n: int | None = None) -> None:
         raise TypeError(f"{name} must be a floating-point tensor of class vectors")
     if y.dim() != 2 or y.shape[1] != n_classes:
         raise ValueError(f"{name} must be class ids (N,) or class vectors (N, {n_classes}), got {tuple(y.shape)}")
-    if n is not None and y.shape[0] != n:
-        raise ValueError(f"{name} has batch {y.shape[0]}, expected {n}")
-    if y.numel() and not bool(torch.isfinite(y).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
+    _batch_and_finite(name, y, n)
