@@ -125,11 +125,6 @@ def _arch_runs_here(arch: str, device: torch.device) -> bool:
     return CPU_ISAS.index(arch) <= CPU_ISAS.index(here)
 
 
-def check_precision(precision, device="cpu") -> str:
-    """``precision`` if ``device`` can run it; else a ValueError saying what to write instead."""
-    return _checks.precision(precision, device)
-
-
 def sidecar_for(model, fmt: str, sha256: str | None = None, spec: ExportSpec | None = None,
                 aoti: dict | None = None, **options) -> dict:
     """The sidecar of an export of ``model`` (key order is part of the format, for humans)."""
@@ -259,7 +254,7 @@ def aoti_fields(precision, device) -> dict:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device}: torch sees no CUDA device; a CUDA package is compiled on a "
                          f"machine with the GPU it will run on")
-    check_precision(precision, device)
+    _checks.precision(precision, device)
     return {"precision": precision, "torch_version": torch.__version__, "device": device.type,
             "arch": device_arch(device)}
 
