@@ -259,14 +259,15 @@ def aoti_fields(precision, device) -> dict:
             "arch": device_arch(device)}
 
 
-def _aoti_mechanisms(model, spec: ExportSpec, precision: str, device: torch.device, options: dict):
+def _aoti_mechanisms(spec: ExportSpec, precision: str, device: torch.device):
     """The mechanisms to compile and their example inputs, in ``precision`` on ``device``."""
     dtype = DTYPES[precision]
     if dtype == torch.float32 and device.type == "cpu":
         mechs = spec.mechanisms
     else:
-        low = copy.deepcopy(model).to(device=device, dtype=dtype).eval()  # the float32 model stays
-        mechs = {k: _Cast(m, dtype) for k, m in low.export_spec(**options).mechanisms.items()}
+        # copies: the float32 model stays
+        mechs = {k: _Cast(copy.deepcopy(m).to(device=device, dtype=dtype).eval(), dtype)
+                 for k, m in spec.mechanisms.items()}
     u, y = spec.example
     return mechs, (u.to(device, torch.float32), y.to(device))
 
@@ -306,7 +307,7 @@ def export(model, out_dir, format: str = "onnx", precision: str = "float32", dev
     out = prepare_out_dir(out_dir)
     side = sidecar_for(model, fmt, spec=spec, aoti=aoti)
     if fmt == "aoti":
-        mechs, example = _aoti_mechanisms(model, spec, precision, torch.device(device), options)
+        mechs, example = _aoti_mechanisms(spec, precision, torch.device(device))
     stale = out / SIDECAR  # the folder is incomplete until the new sidecar lands
     if stale.exists():
         stale.unlink()

@@ -19,11 +19,12 @@ def published(variant: str) -> Path:
     return p
 
 
-def random_mnist(seed: int = 1234):
-    """An MnistCGN with random, non-trivial weights and running statistics (eval mode)."""
+def random_mnist(seed: int = 1234, **sizes):
+    """An MnistCGN (``sizes``: its ngf, image_size...) with random, non-trivial weights and running
+    statistics (eval mode)."""
     from pycgn.models import MnistCGN
     g = torch.Generator().manual_seed(seed)
-    m = MnistCGN()
+    m = MnistCGN(**sizes)
     with torch.no_grad():
         for name, t in m.state_dict().items():
             if t.is_floating_point():

@@ -238,7 +238,7 @@ def test_aoti_export_of_a_tiny_imagenet_cgn(tmp_path):
     spec = model.export_spec()
     side = ex.sidecar_for(model, "aoti", spec=spec, aoti=ex.aoti_fields("float32", "cpu"))
     assert side["truncation"] == 0.4 and side["class_input"] == "ids" and side["precision"] == "float32"
-    mechs, example = ex._aoti_mechanisms(model, spec, "float32", torch.device("cpu"), {})
+    mechs, example = ex._aoti_mechanisms(spec, "float32", torch.device("cpu"))
     meta = {"weights_sha256": side["weights_sha256"], "mechanism": "texture", "format_version": 1,
             **spec.file_meta, **ex.aoti_fields("float32", "cpu")}
     p = tmp_path / side["files"]["texture"]
@@ -303,8 +303,8 @@ def test_aoti_runner_loads_the_cached_packages(aoti_f32, aoti_model):
 
 
 def test_aoti_bfloat16_runner(aoti_bf16, aoti_model):
-    """bfloat16 keeps 8 bits of mantissa: outputs within a documented tolerance of float32 (0.1, the
-    runner's load-time parity bound; 0.04 measured), images within a few uint8 levels."""
+    """bfloat16 keeps 8 bits of mantissa: outputs within a documented tolerance of float32 (0.25, the
+    runner's load-time parity bound; 0.11 measured on the mask), images within a few uint8 levels."""
     import pycgn
     runner = runtime.make_runner(aoti_model, backend="aoti", precision="bfloat16")
     assert runner.precision == "bfloat16" and runner.providers == ["aoti-cpu-bfloat16"]

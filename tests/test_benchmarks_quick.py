@@ -30,7 +30,7 @@ QUICK = {
     "bf16": ([], [rf"^\| wildlife_mnist \| {NUM} \| {NUM} \| \d+ \| {NUM} % \|",
                   rf"^\| torch bfloat16 \| \d+ \| {NUM}x \| \d+ \| \d+ % \|"]),
     "generators": (["--configs", "tcmalloc" if H.tcmalloc_path() else "glibc+pycgn"],
-                   [rf"^\| 16 \| 3 \| {NUM} \({NUM}x, {NUM} f, \d+%\) \|.* \| onnxruntime \|",
+                   [rf"^\| 16 \| 3 \| {NUM} \({NUM}x, {NUM} f, \d+%\) \|.* \| (torch|onnxruntime|torchscript) \| {NUM} \|$",
                     rf"^\| 1 \| 3 \| {NUM} \("]),
     "synth": (["--no-bf16"], [rf"^\| published, glibc malloc \| \d+ \| {NUM} \| \d+ \| {NUM}x \|",
                               rf"^\| pycgn synth \| \d+ \| {NUM} \| \d+ \| {NUM}x \|"]),

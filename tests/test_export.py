@@ -42,7 +42,7 @@ def test_sidecar_content(exports, model, fmt):
     d = exports[fmt]
     side = json.loads((d / ex.SIDECAR).read_text())
     keys = ["format", "format_version", "runtime", "kind", "variant", "weights_sha256", "pycgn_version",
-            "image_size", "latent_dim", "n_classes", "class_names", "max_offset", "clamp"]
+            "image_size", "latent_dim", "n_classes", "class_names", "max_offset", "nets", "clamp"]
     keys += ["opset"] if fmt == "onnx" else []
     assert list(side) == keys + ["files", "inputs", "outputs"]
     assert side["format"] == "pycgn-export" and side["format_version"] == 1 and side["runtime"] == fmt
@@ -51,6 +51,7 @@ def test_sidecar_content(exports, model, fmt):
     assert side["pycgn_version"] == pycgn.__version__
     assert (side["image_size"], side["latent_dim"], side["n_classes"], side["max_offset"]) == (32, 32, 10, 32)
     assert side["class_names"] == [str(i) for i in range(10)] and side["clamp"] == [0.0001, 0.9999]
+    assert side["nets"] == "folded"  # the inference form of the nets (pycgn.models.mnist)
     if fmt == "onnx":
         assert side["opset"] == 20
     suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"

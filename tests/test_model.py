@@ -83,6 +83,41 @@ def test_mechanisms_share_weights(random_model):
         assert torch.equal(mech["background"](u, y), random_model.background(u, y))
 
 
+@pytest.mark.parametrize("image_size,ngf,n", [(32, 32, 7), (16, 8, 1), (44, 16, 3)])
+def test_folded_mechanisms_compute_the_published_nets(image_size, ngf, n):
+    """The inference form (batch norms folded, upsample + conv as one transposed conv, the texture
+    nets' linear chain as one Linear) against the published nets, on random weights and batch-norm
+    statistics, odd sizes and class vectors."""
+    from conftest import random_mnist
+    model = random_mnist(77 + image_size, ngf=ngf, image_size=image_size)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    live, folded = model.mechanisms(), model.inference_mechanisms()
+    assert sum(p.numel() for p in folded["texture"].net.parameters()) != \
+        sum(p.numel() for p in live["texture"].net.parameters())  # really another form
+    u, y = torch.randn(n, 32), torch.randint(0, 10, (n,))
+    blend = torch.softmax(torch.randn(n, 10), dim=1)
+    with torch.no_grad():
+        for m in live:
+            for cls in (y, blend):
+                want, got = live[m](u, cls), folded[m](u, cls)
+                assert got.shape == want.shape == (n, 1 if m == "shape" else 3, image_size, image_size)
+                scale = want.abs().max().item()
+                assert (got - want).abs().max().item() <= 1e-5 * max(scale, 1.0), m
+                assert not torch.equal(want, torch.zeros_like(want))
+    for k, v in model.state_dict().items():  # folding reads the model, never changes it
+        assert torch.equal(v, before[k]), k
+
+
+def test_folded_mechanisms_are_a_snapshot(random_model):
+    folded = random_model.inference_mechanisms()
+    u, y = torch.randn(3, 32), torch.tensor([1, 2, 3])
+    with torch.no_grad():
+        first = folded["texture"](u, y)
+        random_model.f_text1[3].weight.mul_(2)
+        assert torch.equal(folded["texture"](u, y), first)
+        assert not torch.allclose(random_model.inference_mechanisms()["texture"](u, y), first)
+
+
 def test_model_has_no_hidden_randomness(random_model):
     u, y = torch.randn(3, 32), torch.tensor([1, 2, 3])
     with torch.no_grad():

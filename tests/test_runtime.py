@@ -143,15 +143,19 @@ def test_torch_bf16_is_a_deprecated_alias(model):
 
 
 def test_float32_is_the_default_and_gives_the_eager_images(model):
+    """The runners run the folded nets: the published ones up to float32 rounding, so an image
+    value moves by at most one uint8 level, and very rarely (7.6e-6 of them on colored_mnist)."""
     from pycgn import reference
     gen = pycgn.Generator(model, backend="torch", device="cpu")
     assert gen.precision == "float32" and "float32" in repr(gen)
-    draw = gen.sampler(5).draw(range(40))
+    draw = gen.sampler(5).draw(range(400))
     with torch.no_grad():
         want = reference.generate(model, draw)["images"]
-    assert torch.equal(gen.images(draw), want)
+    got = gen.images(draw)
+    diff = (got.int() - want.int()).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3, (diff.max(), (diff > 0).float().mean())
     explicit = pycgn.Generator(model, backend="torch", device="cpu", precision="float32")
-    assert torch.equal(explicit.images(draw), want)
+    assert torch.equal(explicit.images(draw), got)
 
 
 def test_bf16_close_to_eager_and_model_untouched():
@@ -235,12 +239,12 @@ def test_cache_exports_once_then_loads(tmp_path, monkeypatch):
     monkeypatch.setattr(ex, "export", counting)
     rt.make_runner(m, backend="torchscript")
     assert calls == ["torchscript"]
-    entry = tmp_path / "c" / "exports" / weights_sha256(m.state_dict()) / "torchscript-v1"
-    assert (entry / ex.SIDECAR).is_file()
+    entry = tmp_path / "c" / "exports" / weights_sha256(m.state_dict()) / "torchscript-v1-netsfolded"
+    assert entry.name == rt.entry_name(m, "torchscript") and (entry / ex.SIDECAR).is_file()
     again = rt.make_runner(m, backend="torchscript")
     assert calls == ["torchscript"], "the second runner exported again instead of loading the cache"
     _assert_matches_eager(again, m, sizes=(3,))
-    assert sorted(p.name for p in entry.parent.iterdir()) == ["torchscript-v1"], "temporary folders left"
+    assert sorted(p.name for p in entry.parent.iterdir()) == [entry.name], "temporary folders left"
 
 
 def test_concurrent_processes_share_one_cache_entry(tmp_path):
@@ -262,7 +266,7 @@ def test_concurrent_processes_share_one_cache_entry(tmp_path):
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0 and out.strip() == "ok", err
     roots = list((tmp_path / "c" / "exports").iterdir())
-    assert len(roots) == 1 and [p.name for p in roots[0].iterdir()] == ["torchscript-v1"]
+    assert len(roots) == 1 and [p.name for p in roots[0].iterdir()] == ["torchscript-v1-netsfolded"]
 
 
 @pytest.mark.parametrize("backend, name, damage", [("torchscript", "texture.torchscript.pt", "remove"),
@@ -376,7 +380,8 @@ def test_torch_runner_does_not_page_fault_per_call():
         pytest.skip("malloc is not glibc's here: nothing to tune")
     default, off = faults(PYCGN_MALLOC="default")
     assert not off
-    assert default > 50_000, f"the trap did not show with the default settings ({default:.0f} faults/call)"
+    # ~49,000 faults per call at batch 256 with the folded nets (their temporaries are large blocks too)
+    assert default > 20_000, f"the trap did not show with the default settings ({default:.0f} faults/call)"
     assert tuned < default / 10, f"{tuned:.0f} faults per call with pycgn's setting, {default:.0f} without"
 
 

@@ -294,6 +294,11 @@ class ImagenetCGN(nn.Module):
             "background": ImagenetMechanism(self.f_bg, t),
         }
 
+    def inference_mechanisms(self, truncation: float | None = None) -> dict[str, ImagenetMechanism]:
+        """What runners and exports run: ``mechanisms()`` itself (its class-conditional batch norms
+        do not fold into the convolutions)."""
+        return self.mechanisms(truncation)
+
     def sampler_draw(self, seed: int, indices, **kwargs) -> Draw:
         """``imagenet_draw`` with this model's truncation and latent size."""
         kwargs.setdefault("truncation", self.truncation)
@@ -331,10 +336,10 @@ class ImagenetCGN(nn.Module):
         ids = torch.randint(0, self.n_classes, (n,), generator=torch.Generator().manual_seed(0),
                             dtype=torch.int64)
         if class_input == "ids":
-            mechs = {k: _IdsMechanism(m) for k, m in self.mechanisms(t).items()}
+            mechs = {k: _IdsMechanism(m) for k, m in self.inference_mechanisms(t).items()}
             y, y_input = ids, {"name": "y", "shape": ["batch"], "dtype": "int64"}
         else:
-            mechs = self.mechanisms(t)
+            mechs = self.inference_mechanisms(t)
             y = F.one_hot(ids, self.n_classes).float()
             y_input = {"name": "y", "shape": ["batch", self.n_classes], "dtype": "float32"}
         names = class_names() if self.n_classes == N_CLASSES else [str(i) for i in range(self.n_classes)]

@@ -5,7 +5,10 @@ Module indices inside each ``nn.Sequential`` are part of the state-dict keys
 """
 from __future__ import annotations
 
+import copy
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import numpy as np
@@ -67,6 +70,85 @@ def _texture_net(in_dim: int, ngf: int, init: int) -> nn.Sequential:
     )
 
 
+# Inference form of the nets: the same functions with fewer operations. Every module between the
+# texture nets' Linear and their first LeakyReLU is linear (Linear, reshape, nearest upsample, conv,
+# eval-mode BatchNorm), so that chain is one Linear straight to the 16x16 map; a nearest x2 upsample
+# followed by a 3x3 conv is a stride-2 4x4 transposed conv (4 instead of 9 multiply-adds per output
+# and input channel); each remaining BatchNorm folds into the conv before it. The MNIST CGN then
+# needs ~22 M multiply-adds per image instead of ~64 M. Folding is done in float64, so the
+# folded nets match the published ones to float32 rounding (~1e-6; the mask's logits ~1e-5).
+
+def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as ``x * scale + shift`` per channel (float64)."""
+    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    return scale, bn.bias.double() - bn.running_mean.double() * scale
+
+
+def _upsample_conv_as_deconv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.ConvTranspose2d:
+    """``bn(conv(upsample_nearest_x2(x)))`` as one ConvTranspose2d(kernel 4, stride 2, padding 1).
+
+    Along each axis an even output 2i sees input i-1 through tap 0 and input i through taps 1+2;
+    an odd output 2i+1 sees input i through taps 0+1 and input i+1 through tap 2. In the
+    transposed conv's kernel (output 2i + k - 1 takes input i) that is k = (w2, w1+w2, w0+w1, w0).
+    """
+    scale, shift = _bn_affine(bn)
+    w = conv.weight.double() * scale.view(-1, 1, 1, 1)
+    for dim in (2, 3):
+        w0, w1, w2 = w.unbind(dim)
+        w = torch.stack([w2, w1 + w2, w0 + w1, w0], dim)
+    deconv = nn.ConvTranspose2d(conv.in_channels, conv.out_channels, 4, stride=2, padding=1)
+    deconv.weight.data = w.transpose(0, 1).float().contiguous()  # (in, out, kh, kw)
+    deconv.bias.data = (shift if conv.bias is None else conv.bias.double() * scale + shift).float()
+    return deconv
+
+
+def _fold_shape_net(net: nn.Sequential) -> nn.Sequential:
+    lin, reshape, norm0, _, conv1, bn1, act1, norm1, _, conv2, bn2, act2, norm2 = net
+    return nn.Sequential(copy.deepcopy(lin), reshape, norm0,
+                         _upsample_conv_as_deconv(conv1, bn1), act1, norm1,
+                         _upsample_conv_as_deconv(conv2, bn2), act2, norm2)
+
+
+class _ChannelsLast(nn.Module):
+    """(N, size * size * c) in (y, x, channel) order -> (N, c, size, size) with channels-last
+    strides, without a copy: oneDNN's convolutions run ~25% faster on NHWC here."""
+
+    def __init__(self, c: int, size: int):
+        super().__init__()
+        self.c, self.size = c, size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], self.size, self.size, self.c).permute(0, 3, 1, 2)
+
+
+class _Contiguous(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous()  # callers get NCHW images, whatever layout the convolutions used
+
+
+def _fold_texture_net(net: nn.Sequential) -> nn.Sequential:
+    lin, reshape, up1, conv1, bn1, act1, _, conv2, bn2, act2, conv3, bn3, tanh = net
+    c, size = conv1.out_channels, 2 * reshape.shape[-1]
+    scale, shift = _bn_affine(bn1)
+
+    def chain(x: torch.Tensor) -> torch.Tensor:  # the linear part after the Linear, in float64
+        x = F.interpolate(x.reshape(-1, *reshape.shape), scale_factor=2.0, mode="nearest")
+        return F.conv2d(x, conv1.weight.double(), padding=1) * scale.view(1, -1, 1, 1)
+
+    def nhwc(x: torch.Tensor) -> torch.Tensor:  # (n, c, size, size) -> (n, size * size * c)
+        return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
+
+    first = nn.Linear(lin.in_features, c * size * size)
+    first.weight.data = nhwc(chain(lin.weight.double().T)).T.float().contiguous()
+    first.bias.data = nhwc(chain(lin.bias.double()) + shift.view(1, -1, 1, 1)).reshape(-1).float()
+    scale3, shift3 = _bn_affine(bn3)
+    last = nn.Conv2d(conv3.in_channels, conv3.out_channels, 3, padding=1)
+    last.weight.data = (conv3.weight.double() * scale3.view(-1, 1, 1, 1)).float()
+    last.bias.data = (conv3.bias.double() * scale3 + shift3).float()
+    return nn.Sequential(first, _ChannelsLast(c, size), act1, _upsample_conv_as_deconv(conv2, bn2), act2,
+                         last, tanh, _Contiguous()).to(memory_format=torch.channels_last)
+
+
 class Mechanism(nn.Module):
     """One mechanism as a standalone net: ``(u, y) -> image``; the unit that is exported."""
 
@@ -121,6 +203,18 @@ class MnistCGN(nn.Module):
             "background": Mechanism(self.label_emb, self.f_text2),
         }
 
+    def inference_mechanisms(self) -> dict[str, Mechanism]:
+        """What runners and exports run: the three mechanisms with a snapshot of the current
+        weights, folded into ~2.9x fewer operations (see ``_fold_texture_net``); equal to
+        ``mechanisms()`` up to float32 rounding. Later changes to the weights do not reach them."""
+        with torch.no_grad():
+            emb = copy.deepcopy(self.label_emb)
+            return {
+                "shape": Mechanism(emb, _fold_shape_net(self.f_shape)).eval(),
+                "texture": Mechanism(emb, _fold_texture_net(self.f_text1)).eval(),
+                "background": Mechanism(emb, _fold_texture_net(self.f_text2)).eval(),
+            }
+
     @property
     def class_names(self) -> tuple[str, ...]:
         return tuple(getattr(getattr(self, "info", None), "class_names", DIGITS))
@@ -155,10 +249,12 @@ class MnistCGN(nn.Module):
         example = (torch.randn(3, self.latent_dim, generator=g),
                    torch.randint(0, self.n_classes, (3,), generator=g, dtype=torch.int64))
         return ExportSpec(
-            mechanisms=self.mechanisms(), example=example,
+            mechanisms=self.inference_mechanisms(), example=example,
+            file_meta={"nets": "folded"},  # the inference form; in the cache entry's name as well
             y_input={"name": "y", "shape": ["batch"], "dtype": "int64"},
             sidecar={"class_names": list(getattr(getattr(self, "info", None), "class_names", DIGITS)),
-                     "max_offset": self.image_size})  # the published shuffler: offsets {0, ..., size}
+                     "max_offset": self.image_size,  # the published shuffler: offsets {0, ..., size}
+                     "nets": "folded"})
 
     def _run(self, net: nn.Sequential, u: torch.Tensor, y: torch.Tensor, which: str) -> torch.Tensor:
         if not torch.compiler.is_compiling():
