@@ -93,6 +93,8 @@ class Generator:
     ``Generator("colored_mnist").generate(shape=3, n=8, seed=0)``. Thread safety: a Generator may
     be shared by threads; calls are serialised by a lock (each call already uses every core
     through PyTorch's intra-op threads, and the runtimes reuse internal buffers between calls).
+    It runs the weights its model had when it was made (folded nets and exports are snapshots):
+    make a new Generator after changing them.
     """
 
     def __init__(self, model="colored_mnist", backend="auto", device="auto", truncation: float | None = None,

@@ -4,7 +4,8 @@ which picks the fastest.
 ``make_runner(model, backend, device, precision=...)`` returns a ``Runner``: ``runner(u_shape,
 y_shape, u_texture, y_texture, u_bg, y_bg) -> (mask, fg, bg)``, float32 tensors on the device,
 before the mask clamp and the texture crop, exactly like ``model(...)``. What differs between
-models comes from the model: its ``inference_mechanisms()``, its ``export_spec()`` and ``low_precision``.
+models comes from the model: its ``inference_mechanisms()``, ``low_precision_mechanisms()`` and
+``export_spec()``.
 
 Every backend runs the model's ``inference_mechanisms()``: the MNIST CGN's nets with batch norms
 folded, each nearest-upsample + conv as one transposed conv and the texture nets' linear chain as
@@ -15,12 +16,11 @@ after changing them.
 
 Precision (``float32``, the default; ``bfloat16``; ``float16``, CUDA only) is a setting of its own:
 the backends compute in it and return float32, so callers never see the difference except in the
-last bits (bfloat16: a few uint8 levels, ``benchmarks/bf16.py``). How a model runs in low
-precision under the torch backends is its ``low_precision``: ``"weights"`` converts a copy of the
-weights (channels-last on CPU; the MNIST CGNs), ``"autocast"`` keeps float32 weights under
-``torch.autocast`` (the ImageNet CGN, whose spectral norms need float32 reductions). On CPUs with
-AMX or AVX512-BF16 bfloat16 ran the MNIST nets 3.5-3.7x faster than eager float32; elsewhere it is
-emulated and slow, so ask for it. ``torch-bf16`` is the deprecated name of
+last bits (bfloat16: a few uint8 levels, ``benchmarks/bf16.py``). In low precision the torch
+backends run the model's ``low_precision_mechanisms(dtype)``: converted copies of the weights
+(channels-last on CPU), the ImageNet CGN's spectral norms folded in float32 first. On CPUs with
+AMX or AVX512-BF16 bfloat16 ran the MNIST nets ~2x the folded float32 ones and the ImageNet CGN
+~3x eager float32 at batch 1; elsewhere it is emulated and slow, so ask for it. ``torch-bf16`` is the deprecated name of
 ``backend="torch", precision="bfloat16"``.
 
 Backends:
@@ -72,7 +72,6 @@ change together.
 """
 from __future__ import annotations
 
-import copy
 import ctypes
 import ctypes.util
 import hashlib
@@ -455,36 +454,29 @@ class _NetsRunner(Runner):
 
 
 class _LowNet(torch.nn.Module):
-    """A mechanism computing in a low precision with float32 in and out, so callers see the usual
-    contract: its weights converted (``autocast=False``, the inputs cast to match) or under autocast."""
+    """A mechanism whose weights compute in a low precision, with float32 in and out, so callers
+    see the usual contract."""
 
-    def __init__(self, mech: torch.nn.Module, dtype: torch.dtype, autocast: bool):
+    def __init__(self, mech: torch.nn.Module, dtype: torch.dtype):
         super().__init__()
-        self.mech, self.dtype, self.autocast = mech, dtype, autocast
+        self.mech, self.dtype = mech, dtype
 
     def forward(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.autocast:
-            with torch.autocast(u.device.type, dtype=self.dtype):
-                out = self.mech(u, y)
-        else:
-            out = self.mech(u.to(self.dtype), y)
+        out = self.mech(u.to(self.dtype), y)
         return out.to(torch.float32, memory_format=torch.contiguous_format)
 
 
 def precision_nets(model, device: torch.device, precision: str) -> list:
     """The model's three ``inference_mechanisms()`` computing in ``precision``. The caller's model
     is never converted: the low-precision nets are copies when weights change."""
-    mechs = model.inference_mechanisms()
     if precision == "float32":
-        return list(mechs.values())
+        return list(model.inference_mechanisms().values())
     dtype = DTYPES[precision]
-    if model.low_precision == "autocast":
-        return [_LowNet(m, dtype, autocast=True) for m in mechs.values()]
-    low = [copy.deepcopy(m).to(dtype) for m in mechs.values()]
+    low = model.low_precision_mechanisms(dtype).values()
     if device.type == "cpu":
-        # oneDNN's bf16 convolutions want NHWC: about 2x faster than NCHW here
+        # oneDNN's bf16 convolutions want NHWC: 2-2.5x faster than NCHW here (MNIST and ImageNet)
         low = [m.to(memory_format=torch.channels_last) for m in low]
-    return [_LowNet(m, dtype, autocast=False) for m in low]
+    return [_LowNet(m, dtype) for m in low]
 
 
 class TorchRunner(_NetsRunner):

@@ -3,6 +3,7 @@
 All models here are small with random weights (no ImageNet weights can be downloaded); the
 full-size model is only built on the meta device, to check its keys against the published code.
 """
+import copy
 import hashlib
 import json
 
@@ -403,3 +404,26 @@ def test_export_rejects_bad_arguments(tiny, tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(NotADirectoryError):
         ex.export_imagenet(tiny, tmp_path / "f", "torchscript")
+
+
+def test_folded_spectral_norms_compute_the_same_function(tiny):
+    """The low-precision copies fold each spectral norm into a plain layer (in float32): the same
+    function as the model's, which keeps its spectral-normed layers; then converted to bfloat16."""
+    before = {k: v.clone() for k, v in tiny.state_dict().items()}
+    u = torch.randn(3, tiny.latent_dim) * 0.4
+    y = F.one_hot(torch.tensor([0, 7, 3]), tiny.n_classes).float()
+    live = tiny.mechanisms()
+    folded = {k: biggan.fold_spectral_norms(copy.deepcopy(m)) for k, m in live.items()}
+    with torch.no_grad():
+        for k in live:
+            assert not any(isinstance(x, biggan._SpectralNorm) for x in folded[k].modules())
+            want, got = live[k](u, y), folded[k](u, y)
+            assert want.abs().max() > 0.01
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+        low = tiny.low_precision_mechanisms(torch.bfloat16)
+        for k in live:
+            got = low[k](u.bfloat16(), y)
+            assert got.dtype == torch.bfloat16
+            assert 0 < (got.float() - live[k](u, y)).abs().max() <= 0.05, k  # test_runtime's BF16_ATOL
+    for k, v in tiny.state_dict().items():  # the model keeps its spectral norms and float32 weights
+        assert v.dtype == before[k].dtype and torch.equal(v, before[k]), k

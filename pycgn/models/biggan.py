@@ -121,6 +121,28 @@ class SNConv2d(_SpectralNorm):
         return F.conv2d(x, self.weight(), self.bias, padding=self.padding)
 
 
+def fold_spectral_norms(module: nn.Module) -> nn.Module:
+    """Replace, in place, every spectral-normed layer of ``module`` by a plain ``nn.Linear`` /
+    ``nn.Conv2d`` holding ``weight_orig / sigma``, computed once in float32: the same function
+    without the per-call division (and its reduction, which low precision would spoil). For
+    copies that run in bfloat16/float16; returns ``module``."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, _SpectralNorm):
+            w = child.weight().detach()
+            if isinstance(child, SNConv2d):
+                plain = nn.Conv2d(w.shape[1], w.shape[0], w.shape[2], padding=child.padding,
+                                  bias=child.bias is not None, device="meta")
+            else:
+                plain = nn.Linear(w.shape[1], w.shape[0], bias=child.bias is not None, device="meta")
+            plain.weight = nn.Parameter(w, requires_grad=False)
+            if child.bias is not None:
+                plain.bias = nn.Parameter(child.bias.detach(), requires_grad=False)
+            setattr(module, name, plain)
+        else:
+            fold_spectral_norms(child)
+    return module
+
+
 def _stats(means: torch.Tensor, variances: torch.Tensor, truncation: float, n_stats: int):
     """Batch-norm statistics for ``truncation``, mixed exactly as the published code does."""
     coef, start = math.modf(truncation / (1.0 / (n_stats - 1)))

@@ -174,9 +174,6 @@ class MnistCGN(nn.Module):
     """
 
     kind = "mnist_cgn"
-    # bfloat16/float16 runners convert a copy of the weights: the small convolutions run fastest
-    # that way (channels-last bfloat16 on CPU)
-    low_precision = "weights"
     auto_exports = True  # exported in seconds: backend auto exports it on first use
 
     def __init__(self, n_classes: int = N_CLASSES, latent_dim: int = LATENT_DIM, ngf: int = NGF,
@@ -214,6 +211,10 @@ class MnistCGN(nn.Module):
                 "texture": Mechanism(emb, _fold_texture_net(self.f_text1)).eval(),
                 "background": Mechanism(emb, _fold_texture_net(self.f_text2)).eval(),
             }
+
+    def low_precision_mechanisms(self, dtype: torch.dtype) -> dict[str, Mechanism]:
+        """The inference mechanisms computing in ``dtype`` (copies; the model stays float32)."""
+        return {k: m.to(dtype) for k, m in self.inference_mechanisms().items()}
 
     @property
     def class_names(self) -> tuple[str, ...]:
