@@ -83,15 +83,16 @@ def test_mechanisms_share_weights(random_model):
         assert torch.equal(mech["background"](u, y), random_model.background(u, y))
 
 
-@pytest.mark.parametrize("image_size,ngf,n", [(32, 32, 7), (16, 8, 1), (44, 16, 3)])
-def test_folded_mechanisms_compute_the_published_nets(image_size, ngf, n):
+@pytest.mark.parametrize("image_size,ngf,n,channels_last", [(32, 32, 7, True), (32, 32, 5, False),
+                                                             (16, 8, 1, True), (44, 16, 3, False)])
+def test_folded_mechanisms_compute_the_published_nets(image_size, ngf, n, channels_last):
     """The inference form (batch norms folded, upsample + conv as one transposed conv, the texture
     nets' linear chain as one Linear) against the published nets, on random weights and batch-norm
-    statistics, odd sizes and class vectors."""
+    statistics, odd sizes and class vectors, in the eager (NHWC) and the exported (NCHW) layout."""
     from conftest import random_mnist
     model = random_mnist(77 + image_size, ngf=ngf, image_size=image_size)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    live, folded = model.mechanisms(), model.inference_mechanisms()
+    live, folded = model.mechanisms(), model.inference_mechanisms(channels_last)
     assert sum(p.numel() for p in folded["texture"].net.parameters()) != \
         sum(p.numel() for p in live["texture"].net.parameters())  # really another form
     u, y = torch.randn(n, 32), torch.randint(0, 10, (n,))
