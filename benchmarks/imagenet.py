@@ -60,7 +60,9 @@ def composite_fn():
     return reference.composite, "pycgn.reference.composite"
 
 
-BACKENDS = {"eager": "torch", "onnxruntime": "onnxruntime", "aoti": "aoti"}  # row name -> runtime backend
+# row name -> runtime backend; "auto" is what Generator(..., backend="auto") runs (list it after the
+# backends it should find cached, e.g. onnxruntime)
+BACKENDS = {"eager": "torch", "onnxruntime": "onnxruntime", "aoti": "aoti", "auto": "auto"}
 
 
 class Run:
@@ -76,8 +78,8 @@ class Run:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", default="1,2,4,8")
-    ap.add_argument("--backends", default="eager,onnxruntime,aoti",
-                    help="eager, onnxruntime, aoti (rows for a backend this runtime lacks are left out)")
+    ap.add_argument("--backends", default="eager,onnxruntime,aoti,auto",
+                    help="eager, onnxruntime, aoti, auto (rows for a backend this runtime lacks are left out)")
     ap.add_argument("--precisions", default="float32,bfloat16")
     ap.add_argument("--rounds", type=int, default=1, help="timed calls per backend and batch (best kept)")
     ap.add_argument("--truncation", type=float, default=0.5)
