@@ -31,10 +31,10 @@ Backends:
   batches of 64 and more) with ``PYCGN_AUTO_COMPILE=1``.
 - ``torchscript``: the exported TorchScript files; float32 only.
 - ``aoti``: AOTInductor packages (``torch.export`` + ahead-of-time inductor, freezing on), compiled
-  once per weights, precision, torch version and device architecture into the cache (minutes:
-  ~40 s per MNIST net on 2 cores), then loaded in milliseconds by every later process. Any
-  precision (compiled for it). On the 2-core CPU: float32 ~2x eager, about onnxruntime's speed;
-  bfloat16 ~2x eager bfloat16 (``benchmarks/RESULTS.md``).
+  once per weights, precision, torch version and device architecture into the cache (about a
+  minute for an MNIST CGN on 2 cores, quiet), then loaded in milliseconds by every later process.
+  Any precision (compiled for it). On the 2-core CPU (folded MNIST nets, batch 16-1024): float32
+  1.15-1.3x eager torch, bfloat16 1.2-1.3x eager bfloat16 (``benchmarks/RESULTS.md``).
 - ``onnxruntime``: the exported ONNX files, float32 only; the CPU execution provider, or CUDA (and
   TensorRT when present) with IOBinding so inputs and outputs stay on the GPU, ordered after the
   caller's current torch stream (synchronised around each call).

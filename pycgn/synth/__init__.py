@@ -73,13 +73,13 @@ def _canonical_command(model, n, out, k, fmt, shard_size, seed, design=None, pre
 
 # ``auto`` compiles the aoti packages for jobs of at least this many images, and only considers them
 # (cached) for smaller ones. A compile repays itself from n = compile_s / (1/rate_without - 1/rate_with)
-# images on. Measured on the project's 2-core machine (benchmarks/RESULTS.md, 2026-11-29): compiling an
-# MNIST CGN's three packages takes 40-160 s (plus ~2 min for AOTInductor's precompiled headers the
-# first time on a machine); at batch 256-1024 aoti ran at 0.9-1.2x onnxruntime in float32 and 1-2x
-# torch-bf16 in bfloat16 (one loaded run). With the quiet machine's synth rates (1,263 img/s float32,
-# 2,829 bfloat16) and at best a 1.5x (float32) / 2x (bfloat16) gain, the break-even is ~450,000 /
-# ~570,000 images for a 120 s compile: below 500,000 a compile would cost more than it saves.
-AOTI_MIN_IMAGES = 500_000
+# images on. Measured on the project's 2-core machine with the folded MNIST nets (benchmarks/RESULTS.md,
+# 2026-11-29 evening): compiling the three packages took 52-62 s (plus ~2 min for AOTInductor's
+# precompiled headers the first time on a machine); at batch 256-1024 aoti ran the nets 1.15-1.3x
+# eager torch in float32 and 1.2x in bfloat16. With synth at ~1,900 (float32) / ~4,300 (bfloat16)
+# img/s and those gains on the nets (~1.1x on the whole job), the break-even is ~1.2-3.5 million
+# images (float32) and ~1.6 million (bfloat16): below 2,000,000 a compile would cost more than it saves.
+AOTI_MIN_IMAGES = 2_000_000
 
 
 def _compile_aoti_if_repaid(gen, n: int) -> bool:
