@@ -437,10 +437,33 @@ class Runner:
             return (torch.empty(0, 1, s, s, device=self.device), torch.empty(0, 3, s, s, device=self.device),
                     torch.empty(0, 3, s, s, device=self.device))
         with torch.inference_mode():
-            return self._run(*args)
+            if not self.chunk:
+                return self._run(*args)
+            return _in_chunks(self._run, args, self.chunk)
+
+    @property
+    def chunk(self) -> int | None:
+        """The batch every call is computed in (``_in_chunks``), or None: as it comes."""
+        return getattr(self.model, "cpu_chunk", None) if self.device.type == "cpu" else None
 
     def _run(self, u_shape, y_shape, u_texture, y_texture, u_bg, y_bg):
         raise NotImplementedError
+
+
+def _in_chunks(run, args: list, step: int) -> tuple:
+    """``run(*args)`` computed ``step`` samples at a time, the last chunk padded (with copies of
+    its first sample) to ``step``: every sample is computed in a batch of exactly ``step``, so its
+    bits never depend on how many came with it. (oneDNN splits a batch over threads by its size: a
+    transposed conv of an odd batch below ~40 differed in the last bit from the same samples in a
+    larger batch on 2 threads.)"""
+    n, outs = args[0].shape[0], []
+    for a in range(0, n, step):
+        part = [t[a:a + step] for t in args]
+        short = step - part[0].shape[0]
+        if short:
+            part = [torch.cat([t, t[:1].expand(short, *t.shape[1:])]) for t in part]
+        outs.append([o[:step - short] for o in run(*part)])
+    return tuple(torch.cat(o) if len(o) > 1 else o[0] for o in zip(*outs))
 
 
 class _NetsRunner(Runner):
@@ -734,7 +757,7 @@ class AutoRunner(Runner):
 
     def backend_for(self, n: int) -> str:
         """The backend that runs a batch of ``n`` (measured on first use of its class)."""
-        return self.choice.get(_bucket(n), "")
+        return self.choice.get(_bucket(self.chunk or n), "")
 
     def _measure(self, args) -> tuple[str, tuple]:
         """Best (least) time of interleaved runs: at least MIN_REPS each, and more (up to
