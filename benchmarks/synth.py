@@ -177,7 +177,7 @@ def main() -> int:
         caches.update({name: work / "fresh-cache" for name, what, *_ in candidates if what == "pycgn"})
     compiled = None
     if args.only in (None, "pycgn") and not args.no_aoti:
-        caches = {"pycgn synth --backend aoti": work / "aoti-cache", "pycgn synth, aoti cached": work / "aoti-cache"}
+        caches.update({"pycgn synth --backend aoti": work / "aoti-cache", "pycgn synth, aoti cached": work / "aoti-cache"})
         dt, _, rc = _spawn([*me, "--child", "compile", str(work / "compile.json")],
                            H.allocator_env("glibc", PYCGN_CACHE_DIR=str(work / "aoti-cache")))
         if rc != 0:

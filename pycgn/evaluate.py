@@ -91,9 +91,12 @@ def predict(model: CNN, images: torch.Tensor, batch_size: int = 1000) -> torch.T
                       for i in range(0, images.shape[0], batch_size)] or [torch.zeros(0, dtype=torch.int64)])
 
 
+def _share_right(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    return int((pred == labels).sum()) / max(1, labels.shape[0])
+
+
 def accuracy(model: CNN, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
-    correct = int((predict(model, images, batch_size) == labels).sum())
-    return correct / max(1, labels.shape[0])
+    return _share_right(predict(model, images, batch_size), labels)
 
 
 def per_class(pred: torch.Tensor, labels: torch.Tensor, n_classes: int = 10) -> list:
@@ -209,11 +212,11 @@ def invariance(model="colored_mnist", n: int = 50_000, epochs: int = 10, seed: i
             result["tests"][t] = {"skipped": data}
             continue
         pred = predict(clf, data.images)
-        r = {"n_test": len(data), "accuracy": float((pred == data.labels).double().mean()),
+        r = {"n_test": len(data), "accuracy": _share_right(pred, data.labels),
              "per_class": per_class(pred, data.labels)}
         if base is not None:
             pred = predict(base, data.images)
-            r["accuracy_baseline"] = float((pred == data.labels).double().mean())
+            r["accuracy_baseline"] = _share_right(pred, data.labels)
             r["per_class_baseline"] = per_class(pred, data.labels)
         result["tests"][t] = r
     pal = result["tests"].get("palette")

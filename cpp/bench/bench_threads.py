@@ -27,7 +27,6 @@ from pycgn import pipeline, runtime  # noqa: E402
 import _harness as H  # noqa: E402
 
 
-
 def rate(obj, threads, calls, n, repeats):
     """images/s with `threads` Python threads sharing obj.generate."""
     def work(k):
