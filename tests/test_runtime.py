@@ -457,3 +457,19 @@ def test_a_samples_bits_never_depend_on_its_batch(model, backend):
             assert got.is_contiguous() and torch.equal(got, want[a:b]), (a, b)
     assert torch.equal(gen.images(draw.slice(5, 26)), gen.images(draw)[5:26])
     assert gen._runner.chunk == model.cpu_chunk == 64
+
+
+def test_sidecar_nets_field_old_and_foreign(tmp_path, model):
+    """The sidecar's "nets" field: an export written before it (no field) still loads, the parity
+    check standing behind it; another value is refused, naming the field."""
+    d = ex.export(model, tmp_path / "e", "torchscript")
+    side = json.loads((d / ex.SIDECAR).read_text())
+    assert side["nets"] == "folded"
+    del side["nets"]
+    (d / ex.SIDECAR).write_text(json.dumps(side))
+    _assert_matches_eager(rt.make_runner(model, backend="torchscript", export_dir=d), model, sizes=(3,))
+    side["nets"] = "unfolded-v9"
+    (d / ex.SIDECAR).write_text(json.dumps(side))
+    with pytest.raises(ValueError, match=r"pycgn_export\.json: exported with nets 'unfolded-v9', the model runs "
+                                         r"with 'folded'"):
+        rt.make_runner(model, backend="torchscript", export_dir=d)
