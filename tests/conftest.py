@@ -134,6 +134,7 @@ SLOW = {
     "test_imagenet.py::test_torchscript_export_parity",
     "test_runtime.py::test_backend_and_precision_against_eager",
     "test_runtime.py::test_cache_exports_once_then_loads",
+    "test_runtime.py::test_sidecar_nets_field_old_and_foreign",
     "test_runtime.py::test_class_vectors_on_torch_blend_the_embeddings",
     "test_runtime.py::test_concurrent_processes_share_one_cache_entry",
     "test_runtime.py::test_corrupt_cache_entry_is_exported_again",
