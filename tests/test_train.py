@@ -60,10 +60,83 @@ def test_component_steps(variant):
     for _ in range(2):
         losses = t.step()
         patch_gan = {"d_texture"} if cfg.texture_adv else set()
-        assert set(losses) == {"adv", "mask", "fg", "bg", "d_real", "d_fake"} | patch_gan
+        masks = {"tv"} if cfg.mask_tv else set()
+        masks |= {"speckle"} if cfg.mask_speckle else set()
+        assert set(losses) == {"adv", "mask", "fg", "bg", "d_real", "d_fake"} | patch_gan | masks
         assert all(math.isfinite(v) for v in losses.values()), losses
     assert not torch.equal(before, t.cgn.f_text1[3].weight)
     assert (t.tex_disc is not None) == bool(cfg.texture_adv)
+
+
+def test_grouped_texture_batch_holds_k_real_parts_of_each_class():
+    cfg = train.config("double_colored_mnist", batch_size=8, texture_batch=8, texture_groups=4, seed=3)
+    parts = _parts()
+    t = train.ComponentTrainer(cfg, data=parts)
+    _, fg_all, bg_all, y_all = t.batch(0)
+    torch.manual_seed(0)
+    classes, fg, bg = t._texture_batch(y_all)
+    assert classes.tolist() == y_all[:2].repeat_interleave(4).tolist()
+    # each real part is one of that class's own (the stand-in fg colour is unique per class)
+    colour = parts[1][:10, :, 0, 0]
+    assert torch.equal(fg[:, :, 0, 0], colour[classes])
+    for b, c in zip(bg, classes):
+        assert any(torch.equal(b, x) for x in parts[2][parts[3] == c])
+
+
+def test_sorted_l1_matches_distributions_not_pairs():
+    g = torch.Generator().manual_seed(1)
+    real = torch.randn(8, 3, generator=g)
+    shuffled = real[torch.tensor([3, 0, 2, 1, 7, 4, 6, 5])]  # reordered within groups of 4
+    assert train.sorted_l1(shuffled, real, 4) == 0
+    assert torch.nn.functional.l1_loss(shuffled, real) > 0.3  # the paired loss punishes it
+    collapsed = real.reshape(2, 4, 3).median(1, keepdim=True)[0].expand(2, 4, 3).reshape(8, 3)
+    assert train.sorted_l1(collapsed, real, 4) > 0.2
+    # grouped, not pooled: the same rows in other groups do not match
+    assert train.sorted_l1(real[torch.tensor([4, 5, 6, 7, 0, 1, 2, 3])], real, 4) > 0.2
+
+
+def test_speckle_loss_pushes_isolated_pixels_only():
+    m = torch.zeros(1, 1, 12, 12)
+    m[0, 0, 2:9, 3:5] = 1.0   # a stroke two pixels wide: every pixel has >= 3 neighbours on
+    assert train.speckle_loss(m) == 0
+    m[0, 0, 10, 10] = 0.9     # a speckle
+    x = m.clone().requires_grad_()
+    train.speckle_loss(x).backward()
+    assert x.grad[0, 0, 10, 10] > 0                      # pushed off
+    assert x.grad[0, 0, 2:9, 3:5].abs().sum() == 0       # the stroke untouched
+    assert (x.grad[0, 0, 9:12, 9:12] >= 0).all()          # no neighbour pushed on
+
+
+def test_spread_hinge_is_bounded():
+    g = torch.Generator().manual_seed(2)
+    same = torch.randn(1, 3, 4, 4, generator=g).expand(8, 3, 4, 4)
+    spread = torch.randn(8, 3, 4, 4, generator=g)  # pairwise RMS distance about 1.4
+    target = torch.tensor([0.5, 0.5])
+    assert train.spread_hinge(same, 4, target) == pytest.approx(0.5)
+    assert train.spread_hinge(spread, 4, target) == 0
+    assert train.spread_hinge(spread, 4, torch.tensor([10.0, 10.0])) > 8
+    x = same.clone().requires_grad_()
+    train.spread_hinge(x + 0.01 * torch.randn(8, 3, 4, 4, generator=g), 4, target).backward()
+    assert x.grad.abs().sum() > 0
+
+
+def test_texture_loss_adds_the_hinge_for_nets_that_ignore_their_latent():
+    """At initialisation two latents of a class give nearly the same texture (pairwise 0.03
+    against a real spread of ~1.15 for the random stand-in backgrounds): the grouped loss
+    pays the hinge, target x spread - 0.03, on top of the same terms."""
+    def loss(diversity):
+        cfg = train.config("wildlife_mnist", batch_size=8, texture_batch=8, seed=5, texture_groups=4,
+                           texture_diversity=diversity, diversity_target=0.5)
+        t = train.ComponentTrainer(cfg, data=_parts())
+        spread = t._real_spread()[1]
+        torch.manual_seed(0)
+        yt, _, bg = t._texture_batch(t.batch(0)[-1])
+        torch.manual_seed(1)
+        value, _ = t._texture_loss(t.cgn.f_text2, bg, yt, yt + 10, spread)
+        return value.item(), 0.5 * spread[yt[::4]].mean().item()
+    (with_hinge, target), (without, _) = loss(1.0), loss(0.0)
+    assert target > 0.4
+    assert with_hinge - without == pytest.approx(target, abs=0.06)
 
 
 def test_texture_patch_gan_trains_its_judge_and_changes_the_texture_nets():
@@ -210,6 +283,10 @@ def test_config_errors():
     assert train.config("colored_mnist", lr=1e-3).lr == 1e-3
     with pytest.raises(ValueError, match="recipe"):
         train.trainer_class(train.config("colored_mnist", recipe="vgg"))
+    with pytest.raises(ValueError, match="texture_groups"):
+        train.ComponentTrainer(train.config("colored_mnist", texture_groups=1), data=_parts())
+    with pytest.raises(ValueError, match="texture_groups"):
+        train.ComponentTrainer(train.config("colored_mnist", texture_groups=0, texture_diversity=1.0), data=_parts())
 
 
 def test_cli_bad_arguments(tmp_path, capsys):
