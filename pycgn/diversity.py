@@ -12,7 +12,8 @@ it could. The statistic, per mechanism (shape, texture, background) and class:
 - ``ratio`` = latent / real: the share of the real within-class spread the latent reaches
   (None where the real data do not vary, e.g. colored MNIST's black background);
 - ``crop`` (texture and background): the mean pairwise distance of ``n_crops`` crop offsets
-  of one texture, averaged over the latents: the variety the shuffler adds.
+  of one texture, averaged over the latents: the variety the shuffler adds;
+- ``speckles`` (shape), and ``real_speckles``: isolated mask pixels per mask (``speckles()``).
 """
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ N_CLASSES = 10
 # Regression floor of ``check``: a latent-ignoring mechanism scores exactly 0; the weakest
 # mechanism of the shipped and published models scores well above this (see the model card).
 MIN_RATIO = 0.01
+# What the shipped colour models reach (issue 20's bar): every texture and background net's latent
+# moves its output at least this share of the real within-class spread; the tests hold them to it.
+# (Wildlife's real variety is the crop; its shipped nets stay near MIN_RATIO: model card.)
+SHIPPED_RATIO = 0.25
 # a real spread below this is "does not vary" (black backgrounds): no ratio there
 _FLAT = 1e-6
 
@@ -37,6 +42,14 @@ def mean_pairwise(x: torch.Tensor) -> float:
     d = torch.cdist(f, f) / f.shape[1] ** 0.5
     n = f.shape[0]
     return float(d.triu(1).sum() / (n * (n - 1) / 2))
+
+
+def speckles(masks: torch.Tensor) -> float:
+    """Mean count per mask (N, 1, H, W) of isolated pixels: on (> 0.5) with none of their 8
+    neighbours on. Real digit masks have almost none; a mask net's speckles show here."""
+    on = (masks > 0.5).float()
+    near = torch.nn.functional.conv2d(torch.nn.functional.pad(on, (1, 1, 1, 1)), torch.ones(1, 1, 3, 3)) - on
+    return float(((on == 1) & (near == 0)).float().sum((1, 2, 3)).mean())
 
 
 def _crops(tex: torch.Tensor, n_crops: int, g: torch.Generator) -> float:
@@ -55,7 +68,7 @@ def latent_spread(cgn, n_latents: int = 64, n_crops: int = 8, seed: int = 0) -> 
     """Per mechanism: ``latent`` (and for textures ``crop``), lists over the classes."""
     g = torch.Generator().manual_seed(int(seed))
     nets = {"shape": cgn.shape, "texture": cgn.texture, "background": cgn.background}
-    out = {m: {"latent": []} if m == "shape" else {"latent": [], "crop": []} for m in MECHANISMS}
+    out = {m: {"latent": [], "speckles": []} if m == "shape" else {"latent": [], "crop": []} for m in MECHANISMS}
     for y in range(cgn.n_classes):
         u = torch.randn(n_latents, cgn.latent_dim, generator=g)
         ys = torch.full((n_latents,), y, dtype=torch.int64)
@@ -63,6 +76,7 @@ def latent_spread(cgn, n_latents: int = 64, n_crops: int = 8, seed: int = 0) -> 
             x = nets[m](u, ys)
             if m == "shape":
                 x = x.clamp(0.0, 1.0)  # the mask as composited
+                out[m]["speckles"].append(round(speckles(x), 4))
             out[m]["latent"].append(round(mean_pairwise(x), 5))
             if m != "shape":
                 out[m]["crop"].append(round(_crops(x, n_crops, g), 5))
@@ -79,6 +93,8 @@ def real_spread(variant: str, n: int = 64, seed: int = 0, mnist_dir=None) -> dic
     for m, x in parts.items():
         sel = [x[labels == y][:n] for y in range(N_CLASSES)]  # the split is shuffled: a random sample
         out[m] = [round(mean_pairwise(s), 5) if s.shape[0] >= 2 else 0.0 for s in sel]
+        if m == "shape":
+            out["speckles"] = [round(speckles(s), 4) for s in sel]
     return out
 
 
@@ -95,6 +111,7 @@ def diversity(model="colored_mnist", variant: str | None = None, n_latents: int 
     cgn.eval()
     out = latent_spread(cgn, n_latents, n_crops, seed)
     real = real_spread(variant, n_latents, seed, mnist_dir)
+    out["shape"]["real_speckles"] = real["speckles"]
     for m, v in out.items():
         v["real"] = real[m]
         v["ratio"] = [round(lat / rl, 4) if rl > _FLAT else None for lat, rl in zip(v["latent"], real[m])]
@@ -121,14 +138,16 @@ def check(result: dict, min_ratio: float = MIN_RATIO) -> list[str]:
 def markdown(results: list[dict]) -> str:
     """One row per model and mechanism: the ratio per class, its minimum, and the crop's."""
     lines = ["| model | variant | mechanism | latent / real spread, classes 0-9 | min | "
-             "latent (mean) | real (mean) | crop (mean) |",
-             "|---|---|---|---|---:|---:|---:|---:|"]
+             "latent (mean) | real (mean) | crop (mean) | speckles per mask (real) |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|"]
     for r in results:
         for m, v in r["mechanisms"].items():
             ratios = " ".join("-" if x is None else f"{x:.2f}" for x in v["ratio"])
             mn = r["min_ratio"][m]
             crop = f"{sum(v['crop']) / len(v['crop']):.3f}" if "crop" in v else "-"
+            spk = (f"{sum(v['speckles']) / len(v['speckles']):.2f} ({sum(v['real_speckles']) / len(v['real_speckles']):.2f})"
+                   if "speckles" in v else "-")
             lines.append(f"| {r['model']} | {r['variant']} | {m} | {ratios} | "
                          f"{'-' if mn is None else f'{mn:.2f}'} | {sum(v['latent']) / len(v['latent']):.3f} | "
-                         f"{sum(v['real']) / len(v['real']):.3f} | {crop} |")
+                         f"{sum(v['real']) / len(v['real']):.3f} | {crop} | {spk} |")
     return "\n".join(lines) + "\n"

@@ -109,7 +109,7 @@ SLOW = {
     "test_evaluate.py::test_tiny_invariance_pipeline",
     "test_evaluate.py::test_invariance_tests_and_per_class",
     "test_evaluate.py::test_cli_tests_option",
-    "test_evaluate.py::test_shipped_latents_matter_and_a_collapsed_one_fails",
+    "test_evaluate.py::test_shipped_latents_reach_the_bar_and_a_collapsed_one_fails",
     "test_evaluate.py::test_diversity_result_and_cli",
     "test_explore.py::test_page_in_a_browser",
     "test_export.py::test_cli_export_errors",
