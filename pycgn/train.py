@@ -41,7 +41,13 @@ order of epoch ``e`` from ``f(seed, e)``, so a run resumed from ``OUT/train_stat
 (written atomically every ``--save-every`` steps and on Ctrl-C / SIGTERM) continues exactly
 as the uninterrupted run would.
 
-Why one module of ~650 lines: both recipes share the ``Trainer`` base, its losses, its seeded
+Texture diversity (colour variants, since issue 20): the texture batch holds several latents
+per class and matches their colour statistics as a distribution (sorted), not each against one
+random real image, and a bounded hinge keeps latents of a class apart; masks pay for total
+variation and isolated pixels (``Config.texture_groups``, ``texture_diversity``, ``mask_tv``,
+``mask_speckle``; ``ComponentTrainer._texture_loss`` says why).
+
+Why one module of ~750 lines: both recipes share the ``Trainer`` base, its losses, its seeded
 step and its resume state; a training step read in one file is the one that reproduces the
 shipped weights bit for bit.
 """
@@ -595,8 +601,9 @@ class ComponentTrainer(Trainer):
         statistics are matched (the 1-D Wasserstein distance of the k samples), which is
         smallest when the generated statistics spread as the real ones do. ``spread`` (per
         class) with ``texture_diversity``: a hinge on the mean pairwise distance of the k
-        uncropped textures, up to ``diversity_target`` x the real spread of the class, for data
-        whose variety the crop alone explains (wildlife: one texture per class)."""
+        uncropped textures, up to ``diversity_target`` x the real spread of the class. (On
+        Wildlife's patterned textures the hinge bought its spread with bent patterns and blobs,
+        so that recipe does not use it: model card.)"""
         cgn, cfg = self.cgn, self.cfg
         n = y.shape[0]
         full = net(torch.cat([torch.randn(n, cgn.latent_dim), cgn.label_emb(y)], 1)).float()

@@ -210,6 +210,23 @@ def test_component_resume_exact(tmp_path):
         assert torch.equal(v, c.tex_disc.state_dict()[k]), k
 
 
+def test_grouped_recipe_resumes_exactly(tmp_path):
+    cfg = train.config("double_colored_mnist", batch_size=8, texture_batch=8, seed=6)
+    assert cfg.texture_groups and cfg.texture_diversity and cfg.mask_speckle  # the shipped recipe
+    a = train.ComponentTrainer(cfg, data=_parts())
+    b = train.ComponentTrainer(cfg, data=_parts())
+    for _ in range(8):  # 8 steps of batch 8 over 48 samples: crosses an epoch
+        a.step()
+    for _ in range(5):
+        b.step()
+    b.save_state(tmp_path / "s.pt")
+    c = train.Trainer.resume(tmp_path / "s.pt", data=_parts())
+    for _ in range(3):
+        c.step()
+    for k, v in a.cgn.state_dict().items():
+        assert torch.equal(v, c.cgn.state_dict()[k]), k
+
+
 def test_resume_continues_exactly(tmp_path):
     cfg = train.config("colored_mnist", batch_size=8, seed=5, recipe="composite")
     a = train.Trainer(cfg, data=_data())
