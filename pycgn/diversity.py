@@ -44,12 +44,28 @@ def mean_pairwise(x: torch.Tensor) -> float:
     return float(d.triu(1).sum() / (n * (n - 1) / 2))
 
 
+def class_spread(x: torch.Tensor, labels: torch.Tensor, n_classes: int = N_CLASSES, n: int = 64) -> list:
+    """Per class, ``mean_pairwise`` of the first ``n`` samples of that class in ``x`` (0.0 where
+    fewer than 2): the within-class spread the latent is measured against (and trained towards)."""
+    out = []
+    for y in range(n_classes):
+        s = x[labels == y][:n]
+        out.append(mean_pairwise(s) if s.shape[0] >= 2 else 0.0)
+    return out
+
+
+def neighbour_mean(x: torch.Tensor) -> torch.Tensor:
+    """Per pixel of x (N, C, H, W), the mean of its 8 neighbours (zero outside the image)."""
+    f = torch.nn.functional
+    return (f.avg_pool2d(f.pad(x, (1, 1, 1, 1)), 3, 1) * 9 - x) / 8
+
+
 def speckles(masks: torch.Tensor) -> float:
     """Mean count per mask (N, 1, H, W) of isolated pixels: on (> 0.5) with none of their 8
     neighbours on. Real digit masks have almost none; a mask net's speckles show here."""
     on = (masks > 0.5).float()
-    near = torch.nn.functional.conv2d(torch.nn.functional.pad(on, (1, 1, 1, 1)), torch.ones(1, 1, 3, 3)) - on
-    return float(((on == 1) & (near == 0)).float().sum((1, 2, 3)).mean())
+    alone = neighbour_mean(on) < 1 / 16  # no neighbour on (one would make the mean 1/8)
+    return float(((on == 1) & alone).float().sum((1, 2, 3)).mean())
 
 
 def _crops(tex: torch.Tensor, n_crops: int, g: torch.Generator) -> float:
@@ -90,11 +106,10 @@ def real_spread(variant: str, n: int = 64, seed: int = 0, mnist_dir=None) -> dic
     parts = dict(zip(MECHANISMS, mnist.components(variant, digits, labels, True, seed)))
     labels = torch.as_tensor(labels)
     out = {}
-    for m, x in parts.items():
-        sel = [x[labels == y][:n] for y in range(N_CLASSES)]  # the split is shuffled: a random sample
-        out[m] = [round(mean_pairwise(s), 5) if s.shape[0] >= 2 else 0.0 for s in sel]
+    for m, x in parts.items():  # the split is shuffled: the first n of a class are a random sample
+        out[m] = [round(v, 5) for v in class_spread(x, labels, N_CLASSES, n)]
         if m == "shape":
-            out["speckles"] = [round(speckles(s), 4) for s in sel]
+            out["speckles"] = [round(speckles(x[labels == y][:n]), 4) for y in range(N_CLASSES)]
     return out
 
 

@@ -66,6 +66,7 @@ from torch import nn
 from . import reference
 from ._io import atomic_path
 from .checkpoint import save as save_model
+from .diversity import class_spread, neighbour_mean
 from .models import MnistCGN
 from .models.base import VARIANTS
 
@@ -259,8 +260,7 @@ def speckle_loss(mask: torch.Tensor, below: float = 0.2) -> torch.Tensor:
     a pixel that is on while (almost) none of its neighbours is, a speckle, is pushed off;
     a stroke pixel (at least two neighbours on) pays nothing, and no neighbour is pushed on
     (which would grow the speckle into a blob)."""
-    near = (F.avg_pool2d(F.pad(mask, (1, 1, 1, 1)), 3, 1) * 9 - mask) / 8
-    return (mask * F.relu(below - near.detach())).mean()
+    return (mask * F.relu(below - neighbour_mean(mask).detach())).mean()
 
 
 def init_weights(model: nn.Module, kind: str, gain: float, seed: int) -> None:
@@ -583,11 +583,8 @@ class ComponentTrainer(Trainer):
     def _real_spread(self):
         """Per class, the mean pairwise distance of up to 64 real foregrounds and backgrounds of
         epoch 0: the within-class spread the latent-spread hinge aims at (``pycgn.diversity``)."""
-        from .diversity import mean_pairwise
         parts = self._epoch(0)
-        labels = parts[-1]
-        return [torch.tensor([mean_pairwise(x[labels == c][:64]) if int((labels == c).sum()) >= 2 else 0.0
-                              for c in range(self.cgn.n_classes)]) for x in parts[1:3]]
+        return [torch.tensor(class_spread(x, parts[-1], self.cgn.n_classes)) for x in parts[1:3]]
 
     def _texture_loss(self, net, real, y, tex_class, spread=None):
         """Style + moment loss of random crops of ``net``'s textures against ``real`` crops of
