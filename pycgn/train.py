@@ -532,6 +532,10 @@ class ComponentTrainer(Trainer):
         if cfg.texture_groups and (cfg.texture_groups < 2 or cfg.texture_groups > cfg.texture_batch):
             raise ValueError(f"texture_groups must be 0 or 2..texture_batch ({cfg.texture_batch}), "
                              f"got {cfg.texture_groups}")
+        for name in ("texture_diversity", "diversity_target", "mask_tv", "mask_speckle"):
+            v = getattr(cfg, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
         if cfg.texture_diversity and not cfg.texture_groups:
             raise ValueError("texture_diversity needs texture_groups >= 2 (latents of one class to compare)")
         self._by_class = (None, None)

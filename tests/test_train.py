@@ -304,6 +304,10 @@ def test_config_errors():
         train.ComponentTrainer(train.config("colored_mnist", texture_groups=1), data=_parts())
     with pytest.raises(ValueError, match="texture_groups"):
         train.ComponentTrainer(train.config("colored_mnist", texture_groups=0, texture_diversity=1.0), data=_parts())
+    for name, bad in (("mask_tv", -0.1), ("mask_speckle", float("nan")), ("diversity_target", float("inf")),
+                      ("texture_diversity", "1")):
+        with pytest.raises(ValueError, match=f"{name} must be a finite number >= 0"):
+            train.ComponentTrainer(train.config("colored_mnist", **{name: bad}), data=_parts())
 
 
 def test_cli_bad_arguments(tmp_path, capsys):
