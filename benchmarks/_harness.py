@@ -139,6 +139,8 @@ def _turn(fn, calls: int, seconds: float, cuda: bool) -> tuple[int, float]:
     while True:
         fn()
         k += 1
+        if cuda and seconds > 0:  # else the host queues launches for seconds' worth of host time:
+            torch.cuda.synchronize()  # minutes of GPU work for a large torch.mm
         if k >= calls and (seconds <= 0 or time.perf_counter() - t0 >= seconds):
             break
     if cuda:
