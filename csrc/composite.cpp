@@ -143,7 +143,7 @@ at::Tensor& composite_out(const at::Tensor& mask, const at::Tensor& fg, const at
   const auto shape = out_shape(p);
   TORCH_CHECK_TYPE(out.scalar_type() == out_dtype, "composite: out must be ", out_dtype, ", got ",
                    out.scalar_type());
-  TORCH_CHECK_VALUE(out.sizes() == at::IntArrayRef(shape), "composite: out must have shape ", shape,
+  TORCH_CHECK_VALUE(out.sizes() == at::IntArrayRef(shape), "composite: out must have shape ", at::IntArrayRef(shape),
                     ", got ", out.sizes());
   TORCH_CHECK_VALUE(out.device() == mask.device(), "composite: out is on ", out.device(),
                     " but mask is on ", mask.device());

@@ -270,7 +270,9 @@ def test_sidecar_field_of_wrong_type_or_range(sidecar, tmp_path, path, value, ne
     (b'{"format": "\xff\xfe"}', "not a JSON object"),  # not UTF-8
     (b"", "not a JSON object"),
     (b" " * (2 << 20), "more than a sidecar's limit of 1048576"),
-])
+], ids=["deep-array", "deep-object", "array", "unterminated", "not-utf8", "empty", "2-MiB"])
+# (short ids: pytest puts the test's id in PYTEST_CURRENT_TEST, and a 200 kB environment
+# variable makes every exec of cgn_generate fail with E2BIG)
 def test_malformed_sidecar(tmp_path, data, needle):
     (tmp_path / "pycgn_export.json").write_bytes(data)
     refused(run("--model-dir", tmp_path, "-o", tmp_path / "out.png"), needle)
