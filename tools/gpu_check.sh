@@ -229,7 +229,7 @@ section_pipeline() {
   [[ -e $OUT/pipeline_build.rc ]] || { echo "the background CMake build ended without a result"; tail -n 40 "$OUT/pipeline_build.txt"; return 1; }
   [[ $(cat "$OUT/pipeline_build.rc") == 0 ]] || { tail -n 40 "$OUT/pipeline_build.txt"; return 1; }
   # pycgn.pipeline.formats is CPU-only (cgn_generate --device cpu, AOTInductor compiles): CI's
-  (cd "$PIPELINE_BUILD" && ctest --output-on-failure --timeout 100 -E 'pycgn\.pipeline\.formats') 2>&1 | tee "$OUT/ctest.txt"
+  (cd "$PIPELINE_BUILD" && ctest -V --output-on-failure --timeout 100 -E 'pycgn\.pipeline\.formats') 2>&1 | tee "$OUT/ctest.txt"
   local rc=${PIPESTATUS[0]}
   detail "### CMake build and ctest (CUDA on, libtorch of torch $("$PY" -c 'import torch; print(torch.__version__)'))" "" \
     '```' "$(grep -E 'Test +#|tests passed|cuda:' "$OUT/ctest.txt")" '```' ""
