@@ -233,11 +233,17 @@ def _file_hashes(folder: Path) -> dict[str, str]:
     return out
 
 
-def _entry_problem(entry: Path, fmt: str, sha: str, kind: str) -> str | None:
-    """Why a cache entry cannot be used as is (None if it can): a bad sidecar, or any file changed
-    since it was exported (the manifest covers every byte, so a truncated or edited file shows)."""
+def _entry_problem(entry: Path, fmt: str, sha: str, kind: str, expect: dict | None = None) -> str | None:
+    """Why a cache entry cannot be used as is (None if it can): a bad sidecar, one whose model
+    fields differ from ``expect`` (what this pycgn writes for the model: an older pycgn's entry,
+    e.g. without the ``cpu_chunk`` the C++ pipeline computes in), or any file changed since it was
+    exported (the manifest covers every byte, so a truncated or edited file shows)."""
     try:
-        _export.read_sidecar(entry, fmt, sha, kind=kind)
+        side = _export.read_sidecar(entry, fmt, sha, kind=kind)
+        for key, want in (expect or {}).items():
+            if side.get(key) != want:
+                return (f"its sidecar's {key!r} is {str(side.get(key))[:40]}, this pycgn writes "
+                        f"{str(want)[:40]} (an export of an older pycgn)")
         manifest = json.loads((entry / MANIFEST).read_text())
         if not isinstance(manifest, dict) or manifest.get("files") != _file_hashes(entry):
             return "its files changed since they were exported"
@@ -259,6 +265,12 @@ def _fresh_export(model, fmt: str, root: Path, entry: str, **target) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return tmp
+
+
+def _sidecar_fields(model) -> dict:
+    """The model fields this pycgn writes into an export's sidecar (``ExportSpec.sidecar``), as
+    JSON reads them back."""
+    return json.loads(json.dumps(model.export_spec().sidecar))
 
 
 def _fixed_options(model) -> dict:
@@ -287,7 +299,7 @@ def cached_entry(model, fmt: str, sha: str | None = None, precision: str = "floa
     """The cache entry of ``model`` in ``fmt`` if it is there and sound, else None; never exports."""
     sha = sha or weights_sha256(model.state_dict())
     final = _entry(model, fmt, sha, precision, device)
-    ok = final.is_dir() and _entry_problem(final, fmt, sha, model.kind) is None
+    ok = final.is_dir() and _entry_problem(final, fmt, sha, model.kind, _sidecar_fields(model)) is None
     return final if ok else None
 
 
@@ -308,10 +320,11 @@ def cached_export(model, fmt: str, sha: str | None = None, precision: str = "flo
     sha = sha or weights_sha256(model.state_dict())
     final = _entry(model, fmt, sha, precision, device)
     root, exports, kind = final.parent, final.parent.parent, model.kind
+    expect = _sidecar_fields(model)
     target = {"precision": precision, "device": str(device)} if fmt == "aoti" else {}
     _clean_stale(exports)  # a listing per use: cheap, and nothing abandoned stays for long
     if final.is_dir():
-        problem = _entry_problem(final, fmt, sha, kind)
+        problem = _entry_problem(final, fmt, sha, kind, expect)
         if problem is None:
             return final
         if final not in _warned:
@@ -345,7 +358,7 @@ def cached_export(model, fmt: str, sha: str | None = None, precision: str = "flo
             except OSError:
                 if not (final.exists() or final.is_symlink()):
                     continue  # it went away meanwhile: try again
-            if final.is_dir() and _entry_problem(final, fmt, sha, kind) is None:
+            if final.is_dir() and _entry_problem(final, fmt, sha, kind, expect) is None:
                 return final  # another process put a good one in place
             # move the bad entry aside (atomic), then ours in; a racing process may win either step
             old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final.name), dir=root))

@@ -287,6 +287,22 @@ def test_corrupt_cache_entry_is_exported_again(use_cache, model, backend, name, 
     _assert_matches_eager(runner, model, sizes=(3,))
 
 
+def test_cache_entry_of_an_older_pycgn_is_exported_again(use_cache, model):
+    # an entry whose sidecar lacks a field this pycgn writes (here cpu_chunk, which the C++
+    # pipeline computes in) is exported again, though its files are intact and its manifest agrees
+    entry = rt.cached_export(model, "torchscript")
+    side = json.loads((entry / ex.SIDECAR).read_text())
+    del side["cpu_chunk"]
+    (entry / ex.SIDECAR).write_text(json.dumps(side))
+    (entry / rt.MANIFEST).write_text(json.dumps({"files": rt._file_hashes(entry)}))
+    assert rt.cached_entry(model, "torchscript") is None
+    rt._warned.discard(entry)
+    with pytest.warns(RuntimeWarning, match="sidecar's 'cpu_chunk' is None, this pycgn writes 64"):
+        assert rt.cached_export(model, "torchscript") == entry
+    assert json.loads((entry / ex.SIDECAR).read_text())["cpu_chunk"] == 64
+    assert rt.cached_entry(model, "torchscript") == entry
+
+
 def test_corrupt_export_dir_names_the_file(use_cache, model, tmp_path):
     # an export the user points to is theirs: it is reported, never rewritten
     d = shutil.copytree(rt.cached_export(model, "torchscript"), tmp_path / "mine")
