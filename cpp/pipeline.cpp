@@ -229,8 +229,9 @@ struct Pipeline::Impl {
     return device == Device::kCuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
   }
 
-  // One chunk [b0, b0 + n) of the draw into out (n images, NHWC uint8).
-  void run(const Draw& d, std::int64_t b0, std::int64_t n, std::uint8_t* out) const;
+  // One chunk [b0, b0 + n) of the draw into out (n images, NHWC uint8), computed as a batch of
+  // `rows` >= n samples: the chunk padded with copies of its first sample, as Python pads.
+  void run(const Draw& d, std::int64_t b0, std::int64_t n, std::int64_t rows, std::uint8_t* out) const;
 };
 
 Pipeline::Pipeline(const std::string& model_dir, PipelineOptions options) : impl_(std::make_unique<Impl>()) {
@@ -310,15 +311,23 @@ Sampler Pipeline::sampler(std::uint64_t seed, std::int64_t counterfactuals) cons
   return Sampler(seed, i.n_classes, i.latent_dim, i.max_offset, counterfactuals, noise);
 }
 
-void Pipeline::Impl::run(const Draw& d, std::int64_t b0, std::int64_t n, std::uint8_t* out) const {
+void Pipeline::Impl::run(const Draw& d, std::int64_t b0, std::int64_t n, std::int64_t rows, std::uint8_t* out) const {
   const std::int64_t dim = info.latent_dim;
   const auto dev = torch_device();
-  // Views of the draw's memory (alive for this call); copied only when moved to a GPU.
+  // Views of the draw's memory (alive for this call); copied only when moved to a GPU or padded.
   auto view = [&](const auto* data, c10::IntArrayRef size, torch::Dtype dtype) {
     return torch::from_blob(const_cast<void*>(static_cast<const void*>(data)), size, dtype).to(dev);
   };
-  auto latents = [&](const std::vector<float>& u) { return view(u.data() + b0 * dim, {n, dim}, torch::kFloat); };
-  auto labels = [&](const std::vector<std::int64_t>& y) { return view(y.data() + b0, {n}, torch::kLong); };
+  auto padded = [&](const at::Tensor& t) {  // rows - n copies of the first sample appended
+    if (rows == n) return t;
+    std::vector<std::int64_t> size = t.sizes().vec();
+    size[0] = rows - n;
+    return torch::cat({t, t.slice(0, 0, 1).expand(size)});
+  };
+  auto latents = [&](const std::vector<float>& u) {
+    return padded(view(u.data() + b0 * dim, {n, dim}, torch::kFloat));
+  };
+  auto labels = [&](const std::vector<std::int64_t>& y) { return padded(view(y.data() + b0, {n}, torch::kLong)); };
   auto offsets = [&](const std::vector<std::int64_t>& o) { return view(o.data() + 2 * b0, {n, 2}, torch::kLong); };
   at::Tensor mask, fg, bg;
   {
@@ -331,7 +340,7 @@ void Pipeline::Impl::run(const Draw& d, std::int64_t b0, std::int64_t n, std::ui
         const std::string msg = e.what();
         fail(files[i], std::string(kNets[i]) + " generator failed: " + msg.substr(0, msg.find('\n')));
       }
-      return checked_output(out, kNets[i], n, channels, files[i]);
+      return checked_output(out, kNets[i], rows, channels, files[i]).slice(0, 0, n);
     };
     mask = net(0, d.u_shape, d.shape, 1);
     fg = net(1, d.u_texture, d.texture, 3);
@@ -384,9 +393,13 @@ Images Pipeline::images(const Draw& draw) const {
   img.channels = 3;
   const std::int64_t per = img.height * img.width * img.channels;
   img.data.resize(static_cast<std::size_t>(img.n * per));
-  for (std::int64_t b0 = 0; b0 < img.n; b0 += p.options.batch_size) {
-    const std::int64_t n = std::min(p.options.batch_size, img.n - b0);
-    p.run(draw, b0, n, img.data.data() + b0 * per);
+  // The CPU computes in the export's chunks (bit-identical to Python's runners, and 64 MNIST
+  // samples a pass is faster here than 512: cpp/bench/chunk_probe.py); otherwise batch_size.
+  const std::int64_t chunk = p.device == Device::kCpu && p.options.cpu_chunks ? p.info.cpu_chunk : 0;
+  const std::int64_t step = chunk > 0 ? chunk : p.options.batch_size;
+  for (std::int64_t b0 = 0; b0 < img.n; b0 += step) {
+    const std::int64_t n = std::min(step, img.n - b0);
+    p.run(draw, b0, n, chunk > 0 ? chunk : n, img.data.data() + b0 * per);
   }
   return img;
 }

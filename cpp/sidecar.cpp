@@ -162,6 +162,7 @@ Sidecar parse(const std::string& text_in, const std::string& dir, const std::str
   info.latent_dim = integer(j, "latent_dim", file, 1, kMaxLatentDim);
   info.n_classes = integer(j, "n_classes", file, 1, kMaxClasses);
   info.max_offset = integer(j, "max_offset", file, 0, kMaxOffset);
+  if (j.contains("cpu_chunk")) info.cpu_chunk = integer(j, "cpu_chunk", file, 1, kMaxCpuChunk);
 
   const json& names = require(j, "class_names", file);
   if (!names.is_array()) wrong_type(names, "class_names", file, "an array of strings");

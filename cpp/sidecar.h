@@ -31,6 +31,7 @@ constexpr std::int64_t kMaxImageSize = 4096;
 constexpr std::int64_t kMaxLatentDim = 1 << 16;
 constexpr std::int64_t kMaxClasses = 100000;
 constexpr std::int64_t kMaxOffset = (std::int64_t{1} << 31) - 1;
+constexpr std::int64_t kMaxCpuChunk = 1 << 16;
 // A real sidecar is about 1.5 KB and 4 levels deep; nothing sane is near these.
 constexpr std::size_t kMaxBytes = 1 << 20;
 constexpr int kMaxDepth = 32;

@@ -366,6 +366,9 @@ def _check_fields(path: Path, side: dict) -> None:
     off = _field(path, side, "max_offset", int, required=False)
     if off is not None and off < 0:
         raise ExportError(f"{path}: field 'max_offset' must be >= 0, found {off}")
+    chunk = _field(path, side, "cpu_chunk", int, required=False)
+    if chunk is not None and not 1 <= chunk <= 1 << 16:
+        raise ExportError(f"{path}: field 'cpu_chunk' must be 1..65536, found {chunk}")
     for name in ("truncation", "truncation_bound"):
         v = _field(path, side, name, (int, float), required=False)
         if v is not None and not (math.isfinite(v) and v > 0):

@@ -1,7 +1,8 @@
 """pycgn.Pipeline: the C++ pipeline bound with pybind11, in-process.
 
 Its images must equal Python's for the same export and seed: the export's own TorchScript files
-run by torch.jit on pycgn's sampler draw, composited by pycgn.ops.composite. Python threads
+run by torch.jit on pycgn's sampler draw in the sidecar's chunks of 64 (as pycgn's runners
+compute), composited by pycgn.ops.composite. Python threads
 share one Pipeline (generate releases the GIL) and get the images a single thread gets.
 """
 import threading
@@ -14,6 +15,7 @@ import pycgn.export
 from conftest import random_mnist
 from pycgn import pipeline
 from pycgn.ops import composite
+from pycgn.runtime import _in_chunks
 
 pytestmark = pytest.mark.skipif(not pipeline.available(), reason="pycgn._pipeline (the C++ bindings) is not built")
 
@@ -24,13 +26,16 @@ def export_dir(tmp_path_factory):
     return m, pycgn.export.export(m, tmp_path_factory.mktemp("ts"), format="torchscript")
 
 
-def python_images(model, out, seed, n, **classes):
-    nets = {k: torch.jit.load(str(out / f"{k}.torchscript.pt")) for k in ("shape", "texture", "background")}
+def python_images(model, out, seed, n, chunk=64, **classes):
+    nets = [torch.jit.load(str(out / f"{k}.torchscript.pt")) for k in ("shape", "texture", "background")]
     d = pycgn.Generator(model, backend="torch", device="cpu").sampler(seed).draw_n(n, **classes)
+
+    def run(*a):
+        return tuple(net(a[2 * i], a[2 * i + 1]) for i, net in enumerate(nets))
+
+    args = [d.u_shape, d.shape, d.u_texture, d.texture, d.u_bg, d.bg]
     with torch.inference_mode():
-        mask = nets["shape"](d.u_shape, d.shape)
-        fg = nets["texture"](d.u_texture, d.texture)
-        bg = nets["background"](d.u_bg, d.bg)
+        mask, fg, bg = _in_chunks(run, args, chunk) if chunk else run(*args)
     return composite(mask, fg, bg, d.fg_offset, d.bg_offset, out_dtype="uint8", layout="NHWC")
 
 
@@ -44,6 +49,19 @@ def test_images_equal_python_bit_for_bit(export_dir):
     assert torch.equal(got, want) and int(want.max()) - int(want.min()) > 50
     # another seed gives other images: the comparison can fail
     assert not torch.equal(p.generate(shape=3, texture=[7, None, 1, 2], n=4, seed=10), want)
+
+
+def test_chunks_pad_the_last_batch_like_python(export_dir):
+    model, out = export_dir
+    assert model.cpu_chunk == 64
+    want = python_images(model, out, 3, 70)  # a full chunk and a padded one
+    assert torch.equal(pipeline.Pipeline(out, device="cpu").generate(n=70, seed=3), want)
+    # cpu_chunks=False: the call's 70 in one batch, as Python's nets compute them unchunked
+    fast = pipeline.Pipeline(out, device="cpu", cpu_chunks=False).generate(n=70, seed=3)
+    assert torch.equal(fast, python_images(model, out, 3, 70, chunk=0))
+    assert (fast.int() - want.int()).abs().max() <= 1
+    with pytest.raises(TypeError, match="cpu_chunks must be True or False"):
+        pipeline.Pipeline(out, cpu_chunks="yes")
 
 
 def test_output_is_the_pipeline_buffer_without_a_copy(export_dir):

@@ -42,7 +42,7 @@ def test_sidecar_content(exports, model, fmt):
     d = exports[fmt]
     side = json.loads((d / ex.SIDECAR).read_text())
     keys = ["format", "format_version", "runtime", "kind", "variant", "weights_sha256", "pycgn_version",
-            "image_size", "latent_dim", "n_classes", "class_names", "max_offset", "nets", "clamp"]
+            "image_size", "latent_dim", "n_classes", "class_names", "max_offset", "cpu_chunk", "nets", "clamp"]
     keys += ["opset"] if fmt == "onnx" else []
     assert list(side) == keys + ["files", "inputs", "outputs"]
     assert side["format"] == "pycgn-export" and side["format_version"] == 1 and side["runtime"] == fmt
@@ -52,6 +52,7 @@ def test_sidecar_content(exports, model, fmt):
     assert (side["image_size"], side["latent_dim"], side["n_classes"], side["max_offset"]) == (32, 32, 10, 32)
     assert side["class_names"] == [str(i) for i in range(10)] and side["clamp"] == [0.0001, 0.9999]
     assert side["nets"] == "folded"  # the inference form of the nets (pycgn.models.mnist)
+    assert side["cpu_chunk"] == model.cpu_chunk == 64  # the batch the CPU runners compute in
     if fmt == "onnx":
         assert side["opset"] == 20
     suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"

@@ -273,6 +273,8 @@ def _copy(exports, fmt, tmp_path) -> Path:
     (dict(latent_dim="32"), "field 'latent_dim' must be int"),
     (dict(class_names=[1, 2]), "field 'class_names' must be a list of strings"),
     (dict(clamp={"lo": 0}), "field 'clamp' must be list"),
+    (dict(cpu_chunk=0), "field 'cpu_chunk' must be 1..65536, found 0"),
+    (dict(cpu_chunk=True), "field 'cpu_chunk' must be int, found bool"),
     (dict(outputs={"shape": [], "texture": 1, "background": None}), "output of shape named None"),
 ])
 def test_malformed_sidecar_fields(exports, tmp_path, change, words):

@@ -192,8 +192,8 @@ section_composite_bench() {
   detail "- core program: $line"
   if [[ -n $NCU ]]; then
     timeout 40 "$NCU" --kernel-name regex:composite_kernel --launch-skip 3 --launch-count 1 \
-      --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed \
-      "$bin" bench >"$OUT/ncu.txt" 2>&1 && detail "- ncu:" '```' "$(grep -E '^\s+(gpu__|dram__|sm__)' "$OUT/ncu.txt")" '```' \
+      --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,launch__registers_per_thread,launch__occupancy_limit_registers,sm__warps_active.avg.pct_of_peak_sustained_active,lts__t_bytes.sum,l1tex__t_bytes.sum,lts__throughput.avg.pct_of_peak_sustained_elapsed,smsp__inst_executed.sum \
+      "$bin" bench >"$OUT/ncu.txt" 2>&1 && detail "- ncu:" '```' "$(grep -E '^\s+(gpu__|dram__|sm__|launch__|lts__|l1tex__|smsp__)' "$OUT/ncu.txt")" '```' \
       || detail "- ncu failed or timed out (see ncu.txt)"
   fi
   "$PY" benchmarks/composite.py --device cuda --cuda-reps 50 --out "$OUT/composite_cuda.md" || rc=1

@@ -38,13 +38,14 @@ PYBIND11_MODULE(_pipeline, m) {
   py::register_exception<pycgn::ExportError>(m, "ExportError", PyExc_RuntimeError);
 
   py::class_<pycgn::Pipeline>(m, "Pipeline")
-      .def(py::init([](const std::string& dir, const std::string& device, std::int64_t batch_size) {
+      .def(py::init([](const std::string& dir, const std::string& device, std::int64_t batch_size, bool cpu_chunks) {
              pycgn::PipelineOptions o;
              o.device = pycgn::parse_device(device);
              o.batch_size = batch_size;
+             o.cpu_chunks = cpu_chunks;
              return std::make_unique<pycgn::Pipeline>(dir, o);
            }),
-           py::arg("export_dir"), py::arg("device") = "auto", py::arg("batch_size") = 512,
+           py::arg("export_dir"), py::arg("device") = "auto", py::arg("batch_size") = 512, py::arg("cpu_chunks") = true,
            py::call_guard<py::gil_scoped_release>())
       .def("generate",
            [](const pycgn::Pipeline& p, std::uint64_t seed, std::int64_t n, const std::vector<std::int64_t>& shape,

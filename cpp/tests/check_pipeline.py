@@ -1,4 +1,5 @@
-"""ctest: the C++ pipeline's images equal pycgn's Python images within one uint8 level.
+"""ctest: the C++ pipeline's images equal pycgn's Python images: within one uint8 level of eager
+PyTorch, bit for bit with Python's runner of the same TorchScript files.
 
 Exports a random-weight model (and the published colored/wildlife MNIST checkpoints where
 ../shared has them) with ``pycgn.export``, runs ``cgn_generate`` for several seeds, class
@@ -90,6 +91,31 @@ def compare_grid(exe, model, export_dir, work, seed, n, shape=None, texture=None
           f"values differ")
 
 
+def same_backend(exe, model, export_dir, work, seed, n):
+    """cgn_generate against Python's ``torchscript`` runner on the same files: bit for bit, as both
+    compute in the sidecar's cpu_chunk (64; the last chunk padded); the comparison can fail."""
+    from pycgn.runtime import make_runner
+    out = work / f"same_{seed}_{n}.png"
+    r = run_cpp(exe, ["--model-dir", export_dir, "-n", n, "--seed", seed, "--scale", 1, "--cols", n, "-o", out,
+                      "--device", "cpu"])
+    if r.returncode != 0:
+        check(False, f"same backend, n={n}: cgn_generate failed: {r.stderr.strip()}")
+        return
+    got = np.asarray(Image.open(out).convert("RGB"))
+    gen = pycgn.api.Generator(model, backend="torch", device="cpu")
+    gen._runner = make_runner(model, "torchscript", "cpu", export_dir=export_dir)
+
+    def want(s):
+        return pycgn.sheets.tile(gen.generate(n=n, seed=s, output="numpy"), cols=n, scale=1)
+
+    w = want(seed)
+    diff = np.abs(got.astype(np.int16) - w.astype(np.int16)).max() if got.shape == w.shape else "shape"
+    check(got.shape == w.shape and np.array_equal(got, w) and np.ptp(w) > 50,
+          f"TorchScript, n={n} (chunks of 64): C++ images bit-identical to Python's torchscript runner "
+          f"(max |diff| {diff})")
+    check(not np.array_equal(got, want(seed + 1)), f"TorchScript, n={n}: another seed's images differ")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cgn-generate", required=True, type=Path)
@@ -121,6 +147,8 @@ def main():
     compare_grid(exe, models["random"], exports["random"], a.work, seed=123456789, n=3,
                  shape="0,random,9", bg="4")
     compare_grid(exe, models["random"], exports["random"], a.work, seed=77, n=1, texture="2,5,8,1,0,6,3")
+    same_backend(exe, models["random"], exports["random"], a.work, seed=9, n=70)
+    same_backend(exe, models["random"], exports["random"], a.work, seed=10, n=5)
     for name in exports.keys() - {"random"}:
         compare_grid(exe, models[name], exports[name], a.work, seed=5, n=16, shape="3", texture="7", bg="1")
         compare_grid(exe, models[name], exports[name], a.work, seed=31337, n=23, cols=6)

@@ -265,6 +265,7 @@ class MnistCGN(nn.Module):
             y_input={"name": "y", "shape": ["batch"], "dtype": "int64"},
             sidecar={"class_names": list(getattr(getattr(self, "info", None), "class_names", DIGITS)),
                      "max_offset": self.image_size,  # the published shuffler: offsets {0, ..., size}
+                     "cpu_chunk": self.cpu_chunk,  # C++ computes in the same chunks: the same bits
                      "nets": "folded"})
 
     def _run(self, net: nn.Sequential, u: torch.Tensor, y: torch.Tensor, which: str) -> torch.Tensor:
