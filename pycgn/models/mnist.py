@@ -265,7 +265,8 @@ class MnistCGN(nn.Module):
             y_input={"name": "y", "shape": ["batch"], "dtype": "int64"},
             sidecar={"class_names": list(getattr(getattr(self, "info", None), "class_names", DIGITS)),
                      "max_offset": self.image_size,  # the published shuffler: offsets {0, ..., size}
-                     "cpu_chunk": self.cpu_chunk,  # C++ computes in the same chunks: the same bits
+                     # C++ computes in the same chunks: the same bits (none: batches as they come)
+                     **({"cpu_chunk": self.cpu_chunk} if self.cpu_chunk else {}),
                      "nets": "folded"})
 
     def _run(self, net: nn.Sequential, u: torch.Tensor, y: torch.Tensor, which: str) -> torch.Tensor:
