@@ -122,16 +122,18 @@ section_op_tests() {
   detail "### Operator tests on CUDA" ""
   # The first H200 run (2026-11-30) segfaulted at the first argument error the CUDA op raised:
   # does raising from the operator crash the process, on each device? (cuda-gdb's backtrace if so)
-  local dev r probe='import sys, torch, pycgn
+  local dev r prc probe='import sys, torch, pycgn
 m = torch.rand(1, 1, 4, 4, device=sys.argv[1]); f = torch.rand(1, 3, 4, 4, device=sys.argv[1])
 try:
     pycgn.composite(m, f, f, out_dtype="uint8", layout="NHWC", out=torch.empty(1, dtype=torch.uint8, device=sys.argv[1]))
 except ValueError as e:
     print("raised ValueError:", str(e).splitlines()[0])'
   for dev in cpu cuda; do
-    r=$("$PY" -c "$probe" "$dev" 2>&1 | tail -n 1); local prc=${PIPESTATUS[0]}
+    "$PY" -c "$probe" "$dev" >"$OUT/op_probe_$dev.txt" 2>&1
+    prc=$?
+    r=$(tail -n 1 "$OUT/op_probe_$dev.txt")
     detail "- an argument error from the $dev operator: exit $prc, $r"
-    if ((prc != 0)) && [[ -n $(tool cuda-gdb) ]]; then
+    if ((prc >= 128)) && [[ -n $(tool cuda-gdb) ]]; then  # killed by a signal
       timeout 60 "$(tool cuda-gdb)" -q -batch -ex run -ex bt --args "$PY" -c "$probe" "$dev" >"$OUT/op_crash_$dev.txt" 2>&1
       detail '```' "$(grep -E '^#[0-9]+ ' "$OUT/op_crash_$dev.txt" | head -n 30)" '```'
     fi
