@@ -103,7 +103,6 @@ class Config:
     diversity_target: float = 0.5  # the hinge's target: this share of the real within-class spread
     mask_tv: float = 0.0          # "components": weight of the mask's total variation (speckles)
     mask_speckle: float = 0.0     # "components": weight of the isolated-pixel penalty, see speckle_loss
-    texture_gamut: float = 0.0    # "components": weight of the off-gamut colour penalty, see gamut_loss
     extra: dict = field(default_factory=dict)
 
 
@@ -254,18 +253,6 @@ def spread_hinge(x: torch.Tensor, k: int, target: torch.Tensor) -> torch.Tensor:
     f = x.reshape(-1, k, x[0].numel())
     pair = torch.cdist(f, f) / f.shape[-1] ** 0.5
     return F.relu(target - pair.sum((1, 2)) / (k * (k - 1))).mean()
-
-
-def gamut_loss(gen: torch.Tensor, real: torch.Tensor, tol: float = 0.1) -> torch.Tensor:
-    """Mean over the pixels of ``gen`` (N, C, H, W) of relu(distance to the nearest pixel colour of
-    ``real`` sample i (N, C, h, w), detached - ``tol``): a colour the class's real texture never
-    shows (a white dot on grey checks, a black eye on veins) is pulled to the nearest one it
-    does; in-gamut pixels, whatever their arrangement, pay nothing."""
-    g = gen.float().flatten(2).transpose(1, 2)
-    r = real.detach().float().flatten(2).transpose(1, 2)
-    with torch.no_grad():  # which real colour is nearest: no graph through the N x P x Q distances
-        near = torch.gather(r, 1, torch.cdist(g, r).argmin(2, keepdim=True).expand(-1, -1, r.shape[2]))
-    return F.relu(((g - near).square().sum(2) + 1e-12).sqrt() - tol).mean()
 
 
 def speckle_loss(mask: torch.Tensor, below: float = 0.2) -> torch.Tensor:
@@ -545,7 +532,7 @@ class ComponentTrainer(Trainer):
         if cfg.texture_groups and (cfg.texture_groups < 2 or cfg.texture_groups > cfg.texture_batch):
             raise ValueError(f"texture_groups must be 0 or 2..texture_batch ({cfg.texture_batch}), "
                              f"got {cfg.texture_groups}")
-        for name in ("texture_diversity", "diversity_target", "mask_tv", "mask_speckle", "texture_gamut"):
+        for name in ("texture_diversity", "diversity_target", "mask_tv", "mask_speckle"):
             v = getattr(cfg, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
@@ -636,8 +623,6 @@ class ComponentTrainer(Trainer):
         loss = cfg.style_scale * style + moments
         if cfg.texture_spectrum:
             loss = loss + cfg.texture_spectrum * F.l1_loss(amplitude_spectrum(out), amplitude_spectrum(real))
-        if cfg.texture_gamut:  # 64 real pixels a crop: a texture's crop holds its colours many times over
-            loss = loss + cfg.texture_gamut * gamut_loss(out, real[..., ::4, ::4])
         if self.tex_disc is not None:
             loss = loss + cfg.texture_adv * F.mse_loss(self.tex_disc(out, tex_class).float(), torch.ones(n))
         if spread is not None and cfg.texture_diversity:
