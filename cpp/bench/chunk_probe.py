@@ -1,5 +1,7 @@
 """The C++ pipeline's batch_size (images per net call) against the Python Generator, one process,
 the same aoti export of a model: does computing in Python's CPU chunk (64) help the C++ path?
+Since the pipeline computes in the export's cpu_chunk by default, the batch_size candidates run
+with cpu_chunks=False (else batch_size would not apply on the CPU), beside the default.
 
 usage: python cpp/bench/chunk_probe.py [--model colored_mnist] [-n 256,1024] [--batch-sizes 512,64]
 """
@@ -41,8 +43,9 @@ def main():
         sys.exit("pycgn._pipeline is not built")
     model = pycgn.load(a.model)
     out = runtime.cached_export(model, "aoti")  # compiled once per machine
-    cands = {f"C++, batch_size {b}": pipeline.Pipeline(out, device="cpu", batch_size=int(b))
-             for b in a.batch_sizes.split(",")}
+    cands = {"C++, cpu_chunks (default)": pipeline.Pipeline(out, device="cpu")}
+    cands.update({f"C++, batch_size {b}": pipeline.Pipeline(out, device="cpu", batch_size=int(b), cpu_chunks=False)
+                  for b in a.batch_sizes.split(",")})
     cands["Generator (aoti)"] = pycgn.Generator(model, backend="aoti", device="cpu")
     print(f"{H.cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, "
           f"median of {a.repeats} calls\n")
