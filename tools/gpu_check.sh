@@ -148,17 +148,30 @@ except ValueError as e:
   return "$rc"
 }
 
-# The core's own test program (CUDA vs a scalar loop) under compute-sanitizer.
-section_sanitizer() {
+# The core's own test program (CUDA vs a scalar loop; `bench` mode too), built into $OUT once
+# by whichever section needs it first: $OUT/composite_cuda_test. `core_test --dryrun` (dry runs)
+# only asks nvcc whether it takes the command.
+core_test() {
   local bin=$OUT/composite_cuda_test
   local src=(csrc/tests/composite_cuda_test.cu csrc/cuda/composite_cuda.cu csrc/cpu/composite_cpu.cpp)
   need "${src[@]}" || return 1
+  [[ $# -eq 0 && -x $bin ]] && return 0
   local cmd=("$NVCC" -std=c++17 -O2 -lineinfo -Iinclude -Icsrc/tests -Xcompiler=-fopenmp,-ffp-contract=off
-             "${GENCODE[@]}" "${src[@]}" -o "$bin" -lgomp)
-  if ((DRY)); then "${cmd[@]}" --dryrun >/dev/null 2>&1 || { echo "nvcc rejects: ${cmd[*]}"; return 1; }; fi
+             "${GENCODE[@]}" "${src[@]}" -o "$bin" -lgomp "$@")
+  if (($#)); then
+    "${cmd[@]}" >/dev/null 2>&1 || { echo "nvcc rejects: ${cmd[*]}"; return 1; }
+  else
+    "${cmd[@]}"
+  fi
+}
+
+# The core's own test program under compute-sanitizer.
+section_sanitizer() {
+  local bin=$OUT/composite_cuda_test
+  if ((DRY)); then core_test --dryrun || return 1; fi
   [[ -n $SANITIZER ]] || echo "compute-sanitizer not found: the section will only run the test program"
   dry_stop
-  "${cmd[@]}" || return 1
+  core_test || return 1
   local rc=0 tool r
   "$bin" || rc=1
   detail "### compute-sanitizer on csrc/tests/composite_cuda_test.cu (small cases)" ""
@@ -184,9 +197,7 @@ section_composite_bench() {
   dry_stop
   have_kernels || return 1
   local bin=$OUT/composite_cuda_test rc=0
-  [[ -x $bin ]] || "$NVCC" -std=c++17 -O2 -lineinfo -Iinclude -Icsrc/tests -Xcompiler=-fopenmp,-ffp-contract=off \
-    "${GENCODE[@]}" csrc/tests/composite_cuda_test.cu csrc/cuda/composite_cuda.cu csrc/cpu/composite_cpu.cpp \
-    -o "$bin" -lgomp || return 1
+  core_test || return 1
   detail "### Compositing bandwidth (64x3x256x256 float32 -> uint8 NHWC)" ""
   local line
   line=$("$bin" bench) || rc=1
