@@ -268,16 +268,16 @@ def _fresh_export(model, fmt: str, root: Path, entry: str, **target) -> Path:
 
 
 def _spec_fields(model) -> tuple[dict, dict]:
-    """The model's fixed export options (``_fixed_options``) and the fields this pycgn writes into
-    its sidecar (``ExportSpec.sidecar``, as JSON reads them back), from one ``export_spec()``
-    (which folds the nets: ~0.1 s for an MNIST CGN)."""
+    """What a model fixes in its exported files besides its weights (the ImageNet truncation)
+    and the fields this pycgn writes into its sidecar (``ExportSpec.sidecar``, as JSON reads them
+    back), from one ``export_spec()`` (which folds the nets: ~0.1 s for an MNIST CGN)."""
     spec = model.export_spec()
     return dict(spec.file_meta), json.loads(json.dumps(spec.sidecar))
 
 
 def _fixed_options(model) -> dict:
-    """What a model fixes in its exported files besides its weights (the ImageNet truncation)."""
-    return dict(model.export_spec().file_meta)
+    """The first half of ``_spec_fields``, for callers that need only it."""
+    return _spec_fields(model)[0]
 
 
 def entry_name(model, fmt: str, precision: str = "float32", device="cpu", fixed: dict | None = None) -> str:
