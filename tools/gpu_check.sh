@@ -121,22 +121,30 @@ section_op_tests() {
   have_kernels || return 1
   detail "### Operator tests on CUDA" ""
   # The first H200 run (2026-11-30) segfaulted at the first argument error the CUDA op raised:
-  # does raising from the operator crash the process, on each device? (cuda-gdb's backtrace if so)
-  local dev r prc probe='import sys, torch, pycgn
-m = torch.rand(1, 1, 4, 4, device=sys.argv[1]); f = torch.rand(1, 3, 4, 4, device=sys.argv[1])
+  # does raising crash the process, on each device, from pycgn's operator and from torch's own
+  # (a crash in both points at the machine's unwinder, not at pycgn)? cuda-gdb's backtrace if so.
+  local dev who r prc probe='import sys, torch, pycgn
+dev, who = sys.argv[1], sys.argv[2]
+m = torch.rand(1, 1, 4, 4, device=dev); f = torch.rand(1, 3, 4, 4, device=dev)
 try:
-    pycgn.composite(m, f, f, out_dtype="uint8", layout="NHWC", out=torch.empty(1, dtype=torch.uint8, device=sys.argv[1]))
-except ValueError as e:
-    print("raised ValueError:", str(e).splitlines()[0])'
+    if who == "torch":
+        torch.empty(2, device=dev).view(3)
+    else:
+        pycgn.composite(m, f, f, out_dtype="uint8", layout="NHWC", out=torch.empty(1, dtype=torch.uint8, device=dev))
+except (ValueError, RuntimeError) as e:
+    print("raised", type(e).__name__ + ":", str(e).splitlines()[0])'
   for dev in cpu cuda; do
-    "$PY" -c "$probe" "$dev" >"$OUT/op_probe_$dev.txt" 2>&1
-    prc=$?
-    r=$(tail -n 1 "$OUT/op_probe_$dev.txt")
-    detail "- an argument error from the $dev operator: exit $prc, $r"
-    if ((prc >= 128)) && [[ -n $(tool cuda-gdb) ]]; then  # killed by a signal
-      timeout 60 "$(tool cuda-gdb)" -q -batch -ex run -ex bt --args "$PY" -c "$probe" "$dev" >"$OUT/op_crash_$dev.txt" 2>&1
-      detail '```' "$(grep -E '^#[0-9]+ ' "$OUT/op_crash_$dev.txt" | head -n 30)" '```'
-    fi
+    for who in torch pycgn; do
+      "$PY" -c "$probe" "$dev" "$who" >"$OUT/op_probe_${dev}_$who.txt" 2>&1
+      prc=$?
+      r=$(tail -n 1 "$OUT/op_probe_${dev}_$who.txt")
+      detail "- an argument error from $who's $dev operator: exit $prc, $r"
+      if ((prc >= 128)) && [[ -n $(tool cuda-gdb) ]]; then  # killed by a signal
+        timeout 60 "$(tool cuda-gdb)" -q -batch -ex run -ex bt --args "$PY" -c "$probe" "$dev" "$who" \
+          >"$OUT/op_crash_${dev}_$who.txt" 2>&1
+        detail '```' "$(grep -E '^#[0-9]+ ' "$OUT/op_crash_${dev}_$who.txt" | head -n 30)" '```'
+      fi
+    done
   done
   # pytest-xdist, where installed, turns a crash into one failed test and runs the rest.
   local xd=()
@@ -149,20 +157,25 @@ except ValueError as e:
 }
 
 # The core's own test program (CUDA vs a scalar loop; `bench` mode too), built into $OUT once
-# by whichever section needs it first: $OUT/composite_cuda_test. `core_test --dryrun` (dry runs)
-# only asks nvcc whether it takes the command.
+# by whichever section needs it first: $OUT/composite_cuda_test, and $OUT/composite_cuda_test_wide
+# with the kernel's int64 indexing forced (the path of calls with 2^31 or more elements), so both
+# index types are checked on every case and timed side by side. `core_test --dryrun` (dry runs)
+# only asks nvcc whether it takes the commands.
 core_test() {
-  local bin=$OUT/composite_cuda_test
+  local bin=$OUT/composite_cuda_test variant
   local src=(csrc/tests/composite_cuda_test.cu csrc/cuda/composite_cuda.cu csrc/cpu/composite_cpu.cpp)
   need "${src[@]}" || return 1
-  [[ $# -eq 0 && -x $bin ]] && return 0
-  local cmd=("$NVCC" -std=c++17 -O2 -lineinfo -Iinclude -Icsrc/tests -Xcompiler=-fopenmp,-ffp-contract=off
-             "${GENCODE[@]}" "${src[@]}" -o "$bin" -lgomp "$@")
-  if (($#)); then
-    "${cmd[@]}" >/dev/null 2>&1 || { echo "nvcc rejects: ${cmd[*]}"; return 1; }
-  else
-    "${cmd[@]}"
-  fi
+  [[ $# -eq 0 && -x $bin && -x ${bin}_wide ]] && return 0
+  for variant in "" _wide; do
+    local cmd=("$NVCC" -std=c++17 -O2 -lineinfo -Iinclude -Icsrc/tests -Xcompiler=-fopenmp,-ffp-contract=off
+               "${GENCODE[@]}" "${src[@]}" -o "$bin$variant" -lgomp "$@")
+    [[ -n $variant ]] && cmd+=(-DPYCGN_CUDA_WIDE_INDEX)
+    if (($#)); then
+      "${cmd[@]}" >/dev/null 2>&1 || { echo "nvcc rejects: ${cmd[*]}"; return 1; }
+    else
+      "${cmd[@]}" || return 1
+    fi
+  done
 }
 
 # The core's own test program under compute-sanitizer.
@@ -172,9 +185,14 @@ section_sanitizer() {
   [[ -n $SANITIZER ]] || echo "compute-sanitizer not found: the section will only run the test program"
   dry_stop
   core_test || return 1
-  local rc=0 tool r
-  "$bin" || rc=1
-  detail "### compute-sanitizer on csrc/tests/composite_cuda_test.cu (small cases)" ""
+  local rc=0 tool r variant line
+  detail "### The core's test program (CUDA vs the scalar loop, bit for bit), then compute-sanitizer" ""
+  for variant in "" _wide; do
+    line=$("$bin$variant" 2>&1) || rc=1
+    echo "$line"
+    detail "- composite_cuda_test$variant: $(tail -n 1 <<<"$line")"
+  done
+  detail "" "compute-sanitizer on composite_cuda_test (small cases):" ""
   if [[ -z $SANITIZER ]]; then
     detail "compute-sanitizer not found: not run." ""
     return $rc
@@ -202,7 +220,10 @@ section_composite_bench() {
   local line
   line=$("$bin" bench) || rc=1
   echo "$line"
-  detail "- core program: $line"
+  detail "- core program (int32 indices, the default): $line"
+  line=$("${bin}_wide" bench) || rc=1
+  echo "$line"
+  detail "- core program, int64 indices forced (the first H200 run's kernel had only these): $line"
   if [[ -n $NCU ]]; then
     timeout 40 "$NCU" --kernel-name regex:composite_kernel --launch-skip 3 --launch-count 1 \
       --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,launch__registers_per_thread,launch__occupancy_limit_registers,sm__warps_active.avg.pct_of_peak_sustained_active,lts__t_bytes.sum,l1tex__t_bytes.sum,lts__throughput.avg.pct_of_peak_sustained_elapsed,smsp__inst_executed.sum \

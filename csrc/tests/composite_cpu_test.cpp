@@ -2,6 +2,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "../cuda/index32.h"  // host-only: the CUDA kernel's choice of index type
 #include "composite_cases.h"
 
 int main() {
@@ -48,6 +49,53 @@ int main() {
   if (!why || !std::strstr(why, "int64")) {
     std::fprintf(stderr, "FAIL: sizes overflowing int64 were %s\n", why ? why : "accepted");
     ++failed;
+  }
+  // the CUDA kernel indexes in int32 only when every index fits (a rule checked without a GPU)
+  auto view = [](std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w, bool broadcast) {
+    pycgn::Image4 v;
+    const std::int64_t size[4] = {n, c, h, w}, stride[4] = {c * h * w, h * w, w, 1};
+    for (int d = 0; d < 4; ++d) v.size[d] = size[d], v.stride[d] = broadcast ? 0 : stride[d];
+    return v;
+  };
+  // (n, 1 or c, h, w) mask and (n, c, h, w) textures; broadcast: every stride 0 (as expand makes)
+  auto call = [&](std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w, bool broadcast = false) {
+    pycgn::CompositeParams q;
+    q.mask = view(n, 1, h, w, broadcast), q.fg = view(n, c, h, w, broadcast), q.bg = view(n, c, h, w, broadcast);
+    return q;
+  };
+  const std::int64_t k30 = std::int64_t{1} << 30, k31 = std::int64_t{1} << 31;
+  struct Rule {
+    const char* name;
+    pycgn::CompositeParams q;
+    std::int64_t counter;
+    bool fits;
+  };
+  std::vector<Rule> rules = {
+      {"64x3x256x256", call(64, 3, 256, 256), 64 * 256 * 64 + 1024, true},
+      {"output of 3 * 2^29 elements", call(1, 3, 1, k30 / 2, true), 0, true},
+      {"output of 3 * 2^30 elements", call(1, 3, 1, k30, true), 0, false},
+      {"width 2^30", call(1, 1, 1, k30, true), 0, true},
+      {"width 2^30 + 1", call(1, 1, 1, k30 + 1, true), 0, false},
+      {"counter 2^31 - 1", call(1, 3, 8, 8), k31 - 1, true},
+      {"counter 2^31", call(1, 3, 8, 8), k31, false},
+      {"counter negative", call(1, 3, 8, 8), -1, false},
+  };
+  auto with_fg_stride = [&](const char* name, int d, std::int64_t stride, std::int64_t n, bool fits) {
+    Rule r{name, call(n, 3, 8, 8), 64, fits};
+    r.q.fg.stride[d] = stride;
+    rules.push_back(r);
+  };
+  with_fg_stride("fg channel stride 2^29", 1, k30 / 2, 1, true);      // reaches 2^30 + 63
+  with_fg_stride("fg channel stride 2^30", 1, k30, 1, false);         // reaches 2^31 + 63
+  with_fg_stride("fg row stride -2^28", 2, -k30 / 4, 1, true);        // reaches 7 * 2^28 + ...
+  with_fg_stride("fg row stride -2^29", 2, -k30 / 2, 1, false);       // reaches 7 * 2^29 + ...
+  with_fg_stride("stride 2^40 of a size-1 batch", 0, k31 << 9, 1, true);
+  with_fg_stride("stride 2^40 of a batch of 2", 0, k31 << 9, 2, false);
+  for (const auto& r : rules) {
+    if (pycgn::index_fits_int32(r.q, r.counter) != r.fits) {
+      std::fprintf(stderr, "FAIL index_fits_int32(%s) should be %s\n", r.name, r.fits ? "true" : "false");
+      ++failed;
+    }
   }
   std::printf("composite_cpu: %d cases, %d failed\n", total, failed);
   return failed ? 1 : 0;
