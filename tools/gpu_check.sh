@@ -187,19 +187,20 @@ section_sanitizer() {
   core_test || return 1
   local rc=0 tool r variant line
   detail "### The core's test program (CUDA vs the scalar loop, bit for bit), then compute-sanitizer" ""
-  for variant in "" _wide; do
-    line=$("$bin$variant" 2>&1) || rc=1
-    echo "$line"
-    detail "- composite_cuda_test$variant: $(tail -n 1 <<<"$line")"
+  for variant in "" _wide; do  # to a file as it runs: a timeout must not lose the output
+    "$bin$variant" 2>&1 | tee "$OUT/core_test$variant.txt"
+    ((PIPESTATUS[0] == 0)) || rc=1
+    detail "- composite_cuda_test$variant: $(tail -n 1 "$OUT/core_test$variant.txt")"
   done
-  detail "" "compute-sanitizer on composite_cuda_test (small cases):" ""
+  detail "" "compute-sanitizer (small cases):" ""
   if [[ -z $SANITIZER ]]; then
     detail "compute-sanitizer not found: not run." ""
     return $rc
   fi
-  for tool in memcheck racecheck; do
-    r=clean
-    "$SANITIZER" --tool "$tool" --error-exitcode 3 "$bin" small >"$OUT/sanitizer_$tool.txt" 2>&1 || { r=FAILED; rc=1; }
+  for tool in memcheck racecheck memcheck_wide; do  # the int64 kernel under memcheck too
+    r=clean variant=""
+    [[ $tool == *_wide ]] && variant=_wide
+    "$SANITIZER" --tool "${tool%_wide}" --error-exitcode 3 "$bin$variant" small >"$OUT/sanitizer_$tool.txt" 2>&1 || { r=FAILED; rc=1; }
     tail -n 3 "$OUT/sanitizer_$tool.txt"
     detail "- $tool: $r ($(grep -m1 -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_$tool.txt" || echo 'no summary'))"
   done
