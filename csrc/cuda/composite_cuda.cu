@@ -65,7 +65,7 @@ __global__ void __launch_bounds__(kThreads) composite_kernel(const CompositePara
   const I groups_per_row = (w + kPix - 1) / kPix;
   const I total = static_cast<I>(p.mask.size[0]) * h * groups_per_row;
   const I mc = p.mask.size[1] == 1 ? 0 : static_cast<I>(p.mask.stride[1]);
-  const I ms[4] = {static_cast<I>(p.mask.stride[0]), 0, static_cast<I>(p.mask.stride[2]),
+  const I ms[4] = {static_cast<I>(p.mask.stride[0]), 0 /* channels: mc */, static_cast<I>(p.mask.stride[2]),
                    static_cast<I>(p.mask.stride[3])};
   const I fs[4] = {static_cast<I>(p.fg.stride[0]), static_cast<I>(p.fg.stride[1]), static_cast<I>(p.fg.stride[2]),
                    static_cast<I>(p.fg.stride[3])};
