@@ -166,16 +166,20 @@ core_test() {
   local src=(csrc/tests/composite_cuda_test.cu csrc/cuda/composite_cuda.cu csrc/cpu/composite_cpu.cpp)
   need "${src[@]}" || return 1
   [[ $# -eq 0 && -x $bin && -x ${bin}_wide ]] && return 0
-  for variant in "" _wide; do
+  local pids=() pid rc=0
+  for variant in "" _wide; do  # the two builds are independent: side by side on the GPU host's cores
     local cmd=("$NVCC" -std=c++17 -O2 -lineinfo -Iinclude -Icsrc/tests -Xcompiler=-fopenmp,-ffp-contract=off
                "${GENCODE[@]}" "${src[@]}" -o "$bin$variant" -lgomp "$@")
     [[ -n $variant ]] && cmd+=(-DPYCGN_CUDA_WIDE_INDEX)
     if (($#)); then
       "${cmd[@]}" >/dev/null 2>&1 || { echo "nvcc rejects: ${cmd[*]}"; return 1; }
     else
-      "${cmd[@]}" || return 1
+      "${cmd[@]}" &
+      pids+=($!)
     fi
   done
+  for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
+  return $rc
 }
 
 # The core's own test program under compute-sanitizer.

@@ -2,7 +2,6 @@
 // Host-only and torch-free, so the CPU test program checks it on machines without a GPU.
 #pragma once
 
-#include <climits>
 #include <cstdint>
 
 #include "pycgn/composite.h"
