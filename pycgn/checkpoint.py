@@ -11,7 +11,7 @@ import torch
 
 from ._io import atomic_write_bytes
 from .models import MnistCGN
-from .models.mnist import LATENT_DIM, NGF
+from .models.mnist import BG_NETS, LATENT_DIM, NGF
 from .models.base import (DIGITS, VARIANTS, CheckpointError, ModelInfo, check_weights, read_torch_file,
                           weights_sha256)
 
@@ -113,16 +113,26 @@ def _state_dict_and_info(obj, path: Path) -> tuple[dict, ModelInfo]:
                           f"pycgn checkpoint, found {type(obj).__name__})")
 
 
-@lru_cache(maxsize=1)
-def _mnist_keys() -> frozenset:
-    return frozenset(MnistCGN().state_dict())  # the keys do not depend on the sizes
+@lru_cache(maxsize=len(BG_NETS))
+def _mnist_keys(bg_net: str) -> frozenset:
+    return frozenset(MnistCGN(bg_net=bg_net).state_dict())  # the keys do not depend on the sizes
 
 
-def _check_sizes(path: Path, sd: dict, info: ModelInfo) -> None:
+def _bg_net(path: Path, obj) -> str:
+    """The background net's kind: a pycgn checkpoint's ``meta.bg_net``; published ones are "dense"."""
+    meta = obj.get("meta") if isinstance(obj, dict) and obj.get("format") == FORMAT else None
+    v = meta.get("bg_net", "dense") if isinstance(meta, dict) else "dense"
+    if not isinstance(v, str) or v not in BG_NETS:
+        raise CheckpointError(f"{path}: meta.bg_net {v!r}, expected one of {', '.join(BG_NETS)}")
+    return v
+
+
+def _check_sizes(path: Path, sd: dict, info: ModelInfo, bg_net: str = "dense") -> None:
     """Keys, then the meta's sizes against the shapes of the two weights that grow with them,
     before a model is built: a meta claiming a huge model is refused without allocating it, and
     what is built is then no larger than the weights in the file (strict loading checks the rest)."""
-    missing, unexpected = sorted(_mnist_keys() - set(sd)), sorted(set(sd) - _mnist_keys())
+    keys = _mnist_keys(bg_net)
+    missing, unexpected = sorted(keys - set(sd)), sorted(set(sd) - keys)
     if missing or unexpected:
         raise CheckpointError(f"{path}: keys do not match the MNIST CGN: missing {missing or 'none'}; "
                               f"unexpected {unexpected or 'none'}")
@@ -152,8 +162,9 @@ def load(name_or_path="colored_mnist", device="cpu", truncation: float | None = 
     if truncation is not None:
         raise ValueError(f"truncation applies to the ImageNet CGN only; {path} is an MNIST CGN")
     sd, info = _state_dict_and_info(obj, path)
-    _check_sizes(path, sd, info)
-    model = MnistCGN(image_size=info.image_size, n_classes=len(info.class_names))
+    bg_net = _bg_net(path, obj)
+    _check_sizes(path, sd, info, bg_net)
+    model = MnistCGN(image_size=info.image_size, n_classes=len(info.class_names), bg_net=bg_net)
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
@@ -172,6 +183,8 @@ def save(model: MnistCGN, path, variant: str = "custom", class_names=DIGITS, ext
     meta = asdict(info)
     meta.pop("source")
     meta["class_names"] = list(meta["class_names"])
+    if model.bg_net != "dense":  # files of the published architecture stay as they were
+        meta["bg_net"] = model.bg_net
     buf = io.BytesIO()
     torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "meta": meta, "state_dict": sd}, buf)
     atomic_write_bytes(path, buf.getvalue())

@@ -73,6 +73,7 @@ SLOW = {
     "test_aoti.py::test_aoti_bfloat16_runner",
     "test_aoti.py::test_aoti_export_matches_eager",
     "test_aoti.py::test_aoti_export_of_a_tiny_imagenet_cgn",
+    "test_aoti.py::test_aoti_export_of_a_periodic_background_net",
     "test_aoti.py::test_aoti_refuses_damaged_packages",
     "test_aoti.py::test_aoti_runner_loads_the_cached_packages",
     "test_api.py::test_batch_independence",

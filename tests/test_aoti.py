@@ -256,6 +256,27 @@ def test_aoti_export_of_a_tiny_imagenet_cgn(tmp_path):
         ex.load_aoti_file(p, "shape", side)
 
 
+def test_aoti_export_of_a_periodic_background_net(tmp_path):
+    """The background net without position-dependent weights (circular padding as slices, the waves'
+    sin/cos and matmul) compiles and computes the raw net; the other two nets are the published ones."""
+    _skip_without_compiler()
+    model = random_mnist(41, bg_net="periodic")
+    spec = model.export_spec()
+    side = ex.sidecar_for(model, "aoti", spec=spec, aoti=ex.aoti_fields("float32", "cpu"))
+    mechs, example = ex._aoti_mechanisms(spec, "float32", torch.device("cpu"))
+    meta = {"weights_sha256": side["weights_sha256"], "mechanism": "background", "format_version": 1,
+            **spec.file_meta, **ex.aoti_fields("float32", "cpu")}
+    p = tmp_path / side["files"]["background"]
+    ex._aoti_package(mechs["background"].eval(), example, meta, p)
+    net = ex.load_aoti_file(p, "background", side)
+    for n in (1, 7, 64):
+        u, y = _inputs(n, n, model)
+        with torch.inference_mode():
+            want = model.mechanisms()["background"](u, y)
+            torch.testing.assert_close(net(u, y), want, atol=1e-4, rtol=0)
+    assert want.std() > 0.01
+
+
 # --- the aoti backend -------------------------------------------------------------------------
 
 def test_aoti_backend_argument_errors():

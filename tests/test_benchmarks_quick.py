@@ -35,6 +35,8 @@ QUICK = {
     "synth": (["--no-bf16"], [rf"^\| published, glibc malloc \| \d+ \| {NUM} \| \d+ \| {NUM}x \|",
                               rf"^\| pycgn synth \| \d+ \| {NUM} \| \d+ \| {NUM}x \|"]),
     "imagenet": ([], [rf"^\| eager \| 1 \| {NUM} \| {NUM} \| 1.00x \| {NUM} \| \d+% \|"]),
+    "bg_nets": ([], [rf"^\| 16 \| three nets, periodic, torch \| [\d,]+ \| {NUM}x \| \d+% \|",
+                     rf"^\| 16 \| background net, dense \| [\d,]+ \| 1.00x \| - \|"]),
     "invariance_parts": ([], [rf"^\| real masks, real random textures .* \| {NUM} % \| \d+ \|",
                               rf"^\| all from the CGN .* \| {NUM} % \| \d+ \|"]),
 }

@@ -204,7 +204,12 @@ def _collapsed(model, mechanism: str):
     m = copy.deepcopy(model)
     net = {"shape": m.f_shape, "texture": m.f_text1, "background": m.f_text2}[mechanism]
     with torch.no_grad():
-        net[0].weight[:, :m.latent_dim] = 0
+        if isinstance(net, torch.nn.Sequential):
+            net[0].weight[:, :m.latent_dim] = 0
+        else:  # a SpatialTexture reads u through its fixed projections only
+            net.field.proj.zero_()
+            if net.waves is not None:
+                net.waves.phase.zero_()
     return m
 
 

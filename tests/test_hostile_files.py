@@ -458,7 +458,7 @@ def test_fuzz_checkpoint_bytes(good_ckpt, tmp_path_factory, data):
 
 @FUZZ
 @given(field=st.sampled_from(["kind", "variant", "image_size", "class_names", "pycgn_version", "sha256",
-                              "extra", "meta", "format_version", "state_dict"]),
+                              "extra", "bg_net", "meta", "format_version", "state_dict"]),
        value=_json_values())
 def test_fuzz_checkpoint_meta(good_ckpt, tmp_path_factory, monkeypatch, field, value):
     _no_big_models(monkeypatch)  # a regression must fail here, not exhaust the machine's memory

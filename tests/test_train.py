@@ -37,7 +37,8 @@ def test_steps_give_finite_losses_and_change_weights(variant):
         assert losses["style"] > 0 and losses["mask"] > 0
     after = t.cgn.state_dict()
     assert not torch.equal(before["f_shape.0.weight"], after["f_shape.0.weight"])
-    assert not torch.equal(before["f_text2.3.weight"], after["f_text2.3.weight"])
+    bg_conv = "f_text2.3.weight" if t.cgn.bg_net == "dense" else "f_text2.body.1.weight"  # the first 3x3 conv
+    assert not torch.equal(before[bg_conv], after[bg_conv])
     assert t.step_count == 2
 
 
@@ -326,3 +327,15 @@ def test_cli_ends_with_a_summary_and_how_to_resume(tmp_path, capsys):
     assert out[0].startswith("trained colored_mnist: step ") and " of 7500 (" in out[0], out
     assert out[1] == f"to continue: pycgn train --variant colored_mnist --out {tmp_path} --resume", out
     assert out[-1] == str(tmp_path / "colored_mnist.pt")
+
+
+def test_cli_bg_net_option(tmp_path, capsys):
+    """--bg-net picks the background net, the checkpoint says which, and pycgn.load builds it."""
+    assert cli(["train", "--variant", "colored_mnist", "--bg-net", "spatial", "--out", str(tmp_path),
+                "--minutes", "0.01", "--save-every", "1000", "--threads", "1", "--quiet"]) == 0
+    model = pycgn.load(tmp_path / "colored_mnist.pt")
+    assert model.bg_net == "spatial" and model.info.extra["config"]["bg_net"] == "spatial"
+    assert train.config("wildlife_mnist").bg_net == "periodic" and train.config("colored_mnist").bg_net == "dense"
+    with pytest.raises(SystemExit):
+        cli(["train", "--variant", "colored_mnist", "--bg-net", "conv", "--out", str(tmp_path)])
+    assert "invalid choice: 'conv'" in capsys.readouterr().err

@@ -5,12 +5,13 @@ import time
 
 from ..checkpoint import load
 from ..models.base import VARIANTS
+from ..models.spatial import BG_NETS
 from ..train import Config, config, train
 
 
 def _run(args) -> int:
     cfg = config(args.variant, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
-                 style_scale=args.style_scale, recipe=args.recipe)
+                 style_scale=args.style_scale, recipe=args.recipe, bg_net=args.bg_net)
     if cfg.batch_size < 2:
         raise ValueError(f"--batch-size must be >= 2, got {cfg.batch_size}")
     if cfg.epochs < 1:
@@ -48,6 +49,10 @@ def register(subparsers) -> None:
     p.add_argument("--recipe", default=None, choices=("components", "composite"),
                    help="components (default): each mechanism learns from its part of the data; "
                         "composite: the paper's GAN on composed images only")
+    p.add_argument("--bg-net", default=None, choices=BG_NETS,
+                   help="the background net: dense (the published one), spatial or periodic (no "
+                        "position-dependent weights; periodic adds waves for regular patterns); "
+                        "default: the variant's (wildlife_mnist: periodic, others: dense)")
     p.add_argument("--style-scale", type=float, default=None,
                    help=f"weight of the Gram (style) loss (default: {Config.style_scale})")
     p.add_argument("--save-every", type=int, default=200,

@@ -16,6 +16,8 @@ import numpy as np
 from .. import _checks
 from ..sampler import Sampler
 from .base import DIGITS, ExportSpec
+from .fold import bn_affine, upsample_conv_as_deconv
+from .spatial import BG_NETS, FoldedSpatial, SpatialTexture
 
 N_CLASSES = 10
 LATENT_DIM = 32
@@ -78,35 +80,11 @@ def _texture_net(in_dim: int, ngf: int, init: int) -> nn.Sequential:
 # needs ~22 M multiply-adds per image instead of ~64 M. Folding is done in float64, so the
 # folded nets match the published ones to float32 rounding (~1e-6; the mask's logits ~1e-5).
 
-def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eval-mode BatchNorm as ``x * scale + shift`` per channel (float64)."""
-    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
-    return scale, bn.bias.double() - bn.running_mean.double() * scale
-
-
-def _upsample_conv_as_deconv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.ConvTranspose2d:
-    """``bn(conv(upsample_nearest_x2(x)))`` as one ConvTranspose2d(kernel 4, stride 2, padding 1).
-
-    Along each axis an even output 2i sees input i-1 through tap 0 and input i through taps 1+2;
-    an odd output 2i+1 sees input i through taps 0+1 and input i+1 through tap 2. In the
-    transposed conv's kernel (output 2i + k - 1 takes input i) that is k = (w2, w1+w2, w0+w1, w0).
-    """
-    scale, shift = _bn_affine(bn)
-    w = conv.weight.double() * scale.view(-1, 1, 1, 1)
-    for dim in (2, 3):
-        w0, w1, w2 = w.unbind(dim)
-        w = torch.stack([w2, w1 + w2, w0 + w1, w0], dim)
-    deconv = nn.ConvTranspose2d(conv.in_channels, conv.out_channels, 4, stride=2, padding=1)
-    deconv.weight.data = w.transpose(0, 1).float().contiguous()  # (in, out, kh, kw)
-    deconv.bias.data = (shift if conv.bias is None else conv.bias.double() * scale + shift).float()
-    return deconv
-
-
 def _fold_shape_net(net: nn.Sequential) -> nn.Sequential:
     lin, reshape, norm0, _, conv1, bn1, act1, norm1, _, conv2, bn2, act2, norm2 = net
     return nn.Sequential(copy.deepcopy(lin), reshape, norm0,
-                         _upsample_conv_as_deconv(conv1, bn1), act1, norm1,
-                         _upsample_conv_as_deconv(conv2, bn2), act2, norm2)
+                         upsample_conv_as_deconv(conv1, bn1), act1, norm1,
+                         upsample_conv_as_deconv(conv2, bn2), act2, norm2)
 
 
 class _ChannelsLast(nn.Module):
@@ -131,7 +109,7 @@ def _fold_texture_net(net: nn.Sequential, channels_last: bool) -> nn.Sequential:
     otherwise a plain NCHW graph (exports: ONNX would add transposes, ~20% slower in onnxruntime)."""
     lin, reshape, up1, conv1, bn1, act1, _, conv2, bn2, act2, conv3, bn3, tanh = net
     c, size = conv1.out_channels, 2 * reshape.shape[-1]
-    scale, shift = _bn_affine(bn1)
+    scale, shift = bn_affine(bn1)
 
     def chain(x: torch.Tensor) -> torch.Tensor:  # the linear part after the Linear, in float64
         x = F.interpolate(x.reshape(-1, *reshape.shape), scale_factor=2.0, mode="nearest")
@@ -143,14 +121,14 @@ def _fold_texture_net(net: nn.Sequential, channels_last: bool) -> nn.Sequential:
     first = nn.Linear(lin.in_features, c * size * size)
     first.weight.data = flat(chain(lin.weight.double().T)).T.float().contiguous()
     first.bias.data = flat(chain(lin.bias.double()) + shift.view(1, -1, 1, 1)).reshape(-1).float()
-    scale3, shift3 = _bn_affine(bn3)
+    scale3, shift3 = bn_affine(bn3)
     last = nn.Conv2d(conv3.in_channels, conv3.out_channels, 3, padding=1)
     last.weight.data = (conv3.weight.double() * scale3.view(-1, 1, 1, 1)).float()
     last.bias.data = (conv3.bias.double() * scale3 + shift3).float()
     if not channels_last:
-        return nn.Sequential(first, Reshape(c, size, size), act1, _upsample_conv_as_deconv(conv2, bn2), act2,
+        return nn.Sequential(first, Reshape(c, size, size), act1, upsample_conv_as_deconv(conv2, bn2), act2,
                              last, tanh)
-    return nn.Sequential(first, _ChannelsLast(c, size), act1, _upsample_conv_as_deconv(conv2, bn2), act2,
+    return nn.Sequential(first, _ChannelsLast(c, size), act1, upsample_conv_as_deconv(conv2, bn2), act2,
                          last, tanh, _Contiguous()).to(memory_format=torch.channels_last)
 
 
@@ -186,10 +164,13 @@ class MnistCGN(nn.Module):
     auto_exports = True  # exported in seconds: backend auto exports it on first use
 
     def __init__(self, n_classes: int = N_CLASSES, latent_dim: int = LATENT_DIM, ngf: int = NGF,
-                 image_size: int = IMAGE_SIZE):
+                 image_size: int = IMAGE_SIZE, bg_net: str = "dense"):
         super().__init__()
         if image_size % 4:
             raise ValueError(f"image_size must be a multiple of 4, got {image_size}")
+        if bg_net not in BG_NETS:
+            raise ValueError(f"bg_net must be one of {', '.join(BG_NETS)}, got {bg_net!r}")
+        self.bg_net = bg_net
         self.n_classes = n_classes
         self.latent_dim = latent_dim
         self.image_size = image_size
@@ -198,7 +179,8 @@ class MnistCGN(nn.Module):
         self.label_emb = nn.Embedding(n_classes, n_classes)
         self.f_shape = _shape_net(in_dim, ngf, init)
         self.f_text1 = _texture_net(in_dim, ngf, init)
-        self.f_text2 = _texture_net(in_dim, ngf, init)
+        self.f_text2 = (_texture_net(in_dim, ngf, init) if bg_net == "dense" else
+                        SpatialTexture(latent_dim, n_classes, ngf, image_size, waves=bg_net == "periodic"))
         self.eval()
 
     def mechanisms(self) -> dict[str, Mechanism]:
@@ -219,7 +201,8 @@ class MnistCGN(nn.Module):
             return {
                 "shape": Mechanism(emb, _fold_shape_net(self.f_shape)).eval(),
                 "texture": Mechanism(emb, _fold_texture_net(self.f_text1, channels_last)).eval(),
-                "background": Mechanism(emb, _fold_texture_net(self.f_text2, channels_last)).eval(),
+                "background": Mechanism(emb, _fold_texture_net(self.f_text2, channels_last)
+                                        if self.bg_net == "dense" else FoldedSpatial(self.f_text2, channels_last)).eval(),
             }
 
     def low_precision_mechanisms(self, dtype: torch.dtype) -> dict[str, Mechanism]:
