@@ -15,6 +15,7 @@ random weights (speed does not depend on the values); the periodic model is the 
 from __future__ import annotations
 
 import argparse
+import time
 
 import _harness as H  # first: it makes this checkout's pycgn importable
 
@@ -53,7 +54,8 @@ def main(argv=None) -> int:
     bg = {name: m.inference_mechanisms()["background"] for name, m in models.items()}
     gemm = H.matmul_rate()
     flops = {name: H.mnist_flops_per_image(m) for name, m in models.items()}
-    lines = [f"# Wildlife's background net: published architecture vs {periodic.bg_net}", "",
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [f"# Wildlife's background net: published architecture vs {periodic.bg_net} ({when})", "",
              H.machine_line(), "", f"Command: {H.command()}; dense model: {dense_src}; "
              f"float32 matmul limit {gemm / 1e9:.0f} GFLOP/s; torch threads {torch.get_num_threads()}.", ""]
     rows = []

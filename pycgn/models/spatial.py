@@ -153,13 +153,13 @@ class SpatialTexture(nn.Module):
 class FoldedSpatial(nn.Module):
     """``SpatialTexture`` in inference form: everything up to the first BatchNorm except the waves
     is affine in ``(u, class embedding)``, so it is one Linear straight to the 16x16 map (as in
-    ``_fold_texture_net``); the waves enter through their slice of the first conv; the upsample +
+    ``mnist._fold_texture_net``); the waves enter through their slice of the first conv; the upsample +
     circular conv is a transposed conv on the wrapped map, cropped; BatchNorms fold into convs."""
 
     def __init__(self, net: SpatialTexture, channels_last: bool):
         super().__init__()
         self.channels_last = channels_last
-        wrap1, conv1, bn1, act1, _, _, conv2, bn2, act2, _, conv3, bn3, tanh = net.body
+        _, conv1, bn1, act1, _, _, conv2, bn2, act2, _, conv3, bn3, tanh = net.body
         c, half = conv1.out_channels, net.field.r * 2
         scale, shift = bn_affine(bn1)
         w1 = conv1.weight.double() * scale.view(-1, 1, 1, 1)
@@ -186,7 +186,7 @@ class FoldedSpatial(nn.Module):
         self.last.weight.data = (conv3.weight.double() * scale3.view(-1, 1, 1, 1)).float()
         self.last.bias.data = (conv3.bias.double() * scale3 + shift3).float()
         self.tanh = tanh
-        if channels_last:  # as in _fold_texture_net: oneDNN's convolutions run faster on NHWC (eager)
+        if channels_last:  # as in mnist._fold_texture_net: oneDNN's convolutions run faster on NHWC (eager)
             self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
