@@ -61,19 +61,17 @@ def main(argv=None) -> int:
     rows = []
     for n in [int(b) for b in args.batches.split(",")]:
         a = H.mnist_inputs(periodic, n)
-        cands = {}
+        cands = {}  # (nets, net kind, backend) -> call
         for name in models:
-            cands[f"background net, {name}"] = (lambda f=bg[name]: f(a[4], a[5]))
+            cands["background net", name, ""] = (lambda f=bg[name]: f(a[4], a[5]))
             for b, r in runners[name].items():
-                cands[f"three nets, {name}, {b}"] = (lambda r=r: r(*a))
+                cands["three nets", name, b] = (lambda r=r: r(*a))
         with torch.inference_mode():
             t = H.interleave(cands, budget=args.budget, turn_seconds=0.1)
-        base = {k: t[k].best for k in t if "dense" in k}
-        for k, v in t.items():
-            ref = base.get(k.replace(periodic.bg_net, "dense"))
-            net = "dense" if ", dense" in k else periodic.bg_net
-            rows.append([n, k, f"{n / v.best:,.0f}", H.ratio(ref / v.best) if ref and net != "dense" else "1.00x",
-                         H.share(flops[net] * n / v.best / gemm) if k.startswith("three") else "-"])
+        for (nets, net, b), v in t.items():
+            rows.append([n, ", ".join(filter(None, (nets, net, b))), f"{n / v.best:,.0f}",
+                         H.ratio(t[nets, "dense", b].best / v.best),
+                         H.share(flops[net] * n / v.best / gemm) if b else "-"])
     lines += H.table(["batch", "candidate", "img/s", "speed vs dense", "useful FLOP rate / matmul limit"], rows)
     lines += ["", f"Multiply-adds x 2 per image, three raw nets: dense {flops['dense'] / 1e6:.1f} M, "
               f"{periodic.bg_net} {flops[periodic.bg_net] / 1e6:.1f} M (the waves' matmul not counted). "

@@ -1,5 +1,6 @@
 """Folding helpers for the inference forms of the MNIST nets (``mnist``, ``spatial``): eval-mode
-BatchNorm as a per-channel affine map, and a nearest x2 upsample + 3x3 conv as one transposed conv."""
+BatchNorm as a per-channel affine map, a conv followed by BatchNorm as one conv, and a nearest x2
+upsample + 3x3 conv as one transposed conv."""
 from __future__ import annotations
 
 import torch
@@ -10,6 +11,15 @@ def bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """Eval-mode BatchNorm as ``x * scale + shift`` per channel (float64)."""
     scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
     return scale, bn.bias.double() - bn.running_mean.double() * scale
+
+
+def conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, padding: int) -> nn.Conv2d:
+    """``bn(conv(x))`` as one Conv2d with ``padding`` (the conv has a bias)."""
+    scale, shift = bn_affine(bn)
+    out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, padding=padding)
+    out.weight.data = (conv.weight.double() * scale.view(-1, 1, 1, 1)).float()
+    out.bias.data = (conv.bias.double() * scale + shift).float()
+    return out
 
 
 def upsample_conv_as_deconv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.ConvTranspose2d:

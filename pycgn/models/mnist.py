@@ -16,7 +16,7 @@ import numpy as np
 from .. import _checks
 from ..sampler import Sampler
 from .base import DIGITS, ExportSpec
-from .fold import bn_affine, upsample_conv_as_deconv
+from .fold import bn_affine, conv_bn, upsample_conv_as_deconv
 from .spatial import BG_NETS, FoldedSpatial, SpatialTexture
 
 N_CLASSES = 10
@@ -121,10 +121,7 @@ def _fold_texture_net(net: nn.Sequential, channels_last: bool) -> nn.Sequential:
     first = nn.Linear(lin.in_features, c * size * size)
     first.weight.data = flat(chain(lin.weight.double().T)).T.float().contiguous()
     first.bias.data = flat(chain(lin.bias.double()) + shift.view(1, -1, 1, 1)).reshape(-1).float()
-    scale3, shift3 = bn_affine(bn3)
-    last = nn.Conv2d(conv3.in_channels, conv3.out_channels, 3, padding=1)
-    last.weight.data = (conv3.weight.double() * scale3.view(-1, 1, 1, 1)).float()
-    last.bias.data = (conv3.bias.double() * scale3 + shift3).float()
+    last = conv_bn(conv3, bn3, padding=1)
     if not channels_last:
         return nn.Sequential(first, Reshape(c, size, size), act1, upsample_conv_as_deconv(conv2, bn2), act2,
                              last, tanh)

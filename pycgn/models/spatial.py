@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fold import bn_affine, upsample_conv_as_deconv
+from .fold import bn_affine, conv_bn, upsample_conv_as_deconv
 
 BG_NETS = ("dense", "spatial", "periodic")
 FIELD_CHANNELS = 8
@@ -52,6 +52,18 @@ class Wrap(nn.Module):
         return _wrap(x)
 
 
+def _half_plane(top: int) -> torch.Tensor:
+    """Integer wave numbers (a, b), |a|, |b| <= top, one of each pair +-(a, b): (k, 2) float64."""
+    return torch.tensor([(a, b) for a in range(top + 1) for b in range(-top, top + 1) if a > 0 or b > 0],
+                        dtype=torch.float64)
+
+
+def _angles(ab: torch.Tensor, side: int) -> torch.Tensor:
+    """(side * side, k): the phase 2 pi (a y + b x) / side of each wave (a, b) at each pixel (y, x)."""
+    pos = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij"), -1).reshape(-1, 2)
+    return pos.double() @ ab.T * (2 * torch.pi / side)
+
+
 def _stationary_projection(latent_dim: int, r: int) -> torch.Tensor:
     """(FIELD_CHANNELS * r * r, latent_dim): u -> a noise field whose distribution does not depend on
     the position. Each pair of latent values is the complex amplitude of one wave with integer wave
@@ -62,14 +74,12 @@ def _stationary_projection(latent_dim: int, r: int) -> torch.Tensor:
     nets' nonlinearities turn into faint fixed marks."""
     g = torch.Generator().manual_seed(_FIELD_SEED)
     top = max(1, (r - 1) // 2)  # below the Nyquist wave number, whose sine vanishes on the grid
-    half_plane = [(a, b) for a in range(top + 1) for b in range(-top, top + 1) if a > 0 or b > 0]
+    half_plane = _half_plane(top)
     n_waves = latent_dim // 2
-    pick = torch.randperm(len(half_plane), generator=g)[:n_waves]
-    f = torch.tensor(half_plane, dtype=torch.float64)[pick]                       # (waves, 2)
+    f = half_plane[torch.randperm(len(half_plane), generator=g)[:n_waves]]        # (waves, 2)
     if len(f) < n_waves:  # a tiny torus has fewer waves than latent pairs: reuse them
         f = f[torch.arange(n_waves) % len(f)]
-    pos = torch.stack(torch.meshgrid(torch.arange(r), torch.arange(r), indexing="ij"), -1).reshape(-1, 2)
-    theta = pos.double() @ f.T * (2 * torch.pi / r)                                # (r*r, waves)
+    theta = _angles(f, r)                                                           # (r*r, waves)
     w = torch.randn(FIELD_CHANNELS, n_waves, 2, generator=g, dtype=torch.float64)
     w = w / w.square().sum(dim=(1, 2), keepdim=True).sqrt()                         # per channel: sum |alpha|^2 = 1
     re, im = w[..., 0][:, None], w[..., 1][:, None]                                 # (channels, 1, waves)
@@ -105,21 +115,21 @@ class Waves(nn.Module):
 
     def __init__(self, latent_dim: int, n_classes: int, size: int):
         super().__init__()
-        half, top = size // 2, size // 4 - 1
-        ab = [(a, b) for a in range(top + 1) for b in range(-top, top + 1) if a > 0 or b > 0]
+        self.half = size // 2
+        ab = _half_plane(size // 4 - 1)
         self.n = len(ab)
         g = torch.Generator().manual_seed(_FIELD_SEED + 1)
         q = torch.randn(self.n, latent_dim, generator=g)
         self.register_buffer("phase", q / q.norm(dim=1, keepdim=True))
-        pos = torch.arange(half, dtype=torch.float64) * (2 * torch.pi / half)
-        theta = (torch.tensor(ab, dtype=torch.float64)[:, 0, None, None] * pos[:, None]
-                 + torch.tensor(ab, dtype=torch.float64)[:, 1, None, None] * pos[None, :]).reshape(self.n, -1)
+        pos = torch.arange(self.half, dtype=torch.float64) * (2 * torch.pi / self.half)
+        # the same angles as _angles(ab, half).T, summed in this order (the basis the weights were trained with)
+        theta = (ab[:, 0, None, None] * pos[:, None] + ab[:, 1, None, None] * pos[None, :]).reshape(self.n, -1)
         # sin(theta + phi) = sin(theta) cos(phi) + cos(theta) sin(phi): one matmul with this basis
         self.register_buffer("basis", torch.cat([theta.sin(), theta.cos()]).float(), persistent=False)
         self.amp = nn.Linear(n_classes, WAVE_CHANNELS * self.n, bias=False)
 
     def forward(self, u: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        n, half = u.shape[0], int(self.basis.shape[1] ** 0.5)
+        n, half = u.shape[0], self.half
         phi = (u @ self.phase.T) * (2 * torch.pi)
         a = self.amp(emb).reshape(n, WAVE_CHANNELS, self.n)
         coef = torch.cat([a * phi.cos()[:, None], a * phi.sin()[:, None]], dim=2)
@@ -181,10 +191,7 @@ class FoldedSpatial(nn.Module):
         self.act = act1
         self.up = upsample_conv_as_deconv(conv2, bn2)
         self.act2 = act2
-        scale3, shift3 = bn_affine(bn3)
-        self.last = nn.Conv2d(conv3.in_channels, conv3.out_channels, 3)
-        self.last.weight.data = (conv3.weight.double() * scale3.view(-1, 1, 1, 1)).float()
-        self.last.bias.data = (conv3.bias.double() * scale3 + shift3).float()
+        self.last = conv_bn(conv3, bn3, padding=0)  # on the wrapped map
         self.tanh = tanh
         if channels_last:  # as in mnist._fold_texture_net: oneDNN's convolutions run faster on NHWC (eager)
             self.to(memory_format=torch.channels_last)
