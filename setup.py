@@ -2,8 +2,10 @@
 
 CPU sources (csrc/**/*.cpp) are always compiled; CUDA sources (csrc/**/*.cu) when torch is a
 CUDA build and nvcc is found, or always with FORCE_CUDA=1 (which fails loudly if it cannot).
-The extension is optional unless PYCGN_STRICT_BUILD=1 or FORCE_CUDA=1: pycgn falls back to its
-plain-PyTorch path without it.
+The extensions are optional unless PYCGN_STRICT_BUILD=1 or FORCE_CUDA=1: pycgn falls back to its
+plain-PyTorch path without _C, and pycgn.Pipeline is missing without _pipeline (a warning says why).
+_pipeline's JSON header comes from the pip package nlohmann-json (pinned in pyproject.toml's build
+requirements and the README's install line), else from the system (Debian: nlohmann-json3-dev).
 """
 import glob
 import os
@@ -55,6 +57,17 @@ def extensions():
     return exts
 
 
+def _json_include():
+    """The folder holding nlohmann/json.hpp from the pip package, or None (then the compiler's
+    default paths: a system package)."""
+    try:
+        import nlohmann_json
+    except ImportError:
+        return None
+    inc = os.path.join(os.path.dirname(nlohmann_json.__file__), "include")
+    return inc if os.path.isfile(os.path.join(inc, "nlohmann", "json.hpp")) else None
+
+
 # pycgn._pipeline: pybind11 bindings of the C++ pipeline (pycgn.Pipeline). pybind11 needs the full
 # Python API, so with it the wheel is not abi3; PYCGN_BUILD_PIPELINE=0 leaves it out.
 PIPELINE = os.environ.get("PYCGN_BUILD_PIPELINE", "1") != "0"
@@ -66,10 +79,24 @@ def pipeline_extension(cxx, openmp, strict):
     sources = ["cpp/python/pipeline_module.cpp", "cpp/pipeline.cpp", "cpp/sidecar.cpp", "cpp/sampler.cpp",
                "csrc/cpu/composite_cpu.cpp"]
     macros = [("PYCGN_STATIC", "1"), ("PYCGN_PIPELINE_CUDA", "0"), ("PYCGN_VERSION", f'"{_version()}"')]
-    return CppExtension("pycgn._pipeline", sources, include_dirs=[os.path.join(HERE, "include"),
-                        os.path.join(HERE, "csrc"), os.path.join(HERE, "cpp")], define_macros=macros,
+    include = [os.path.join(HERE, d) for d in ("include", "csrc", "cpp")] + [d for d in [_json_include()] if d]
+    return CppExtension("pycgn._pipeline", sources, include_dirs=include, define_macros=macros,
                         extra_compile_args={"cxx": [*cxx, "-fno-fast-math"]}, extra_link_args=openmp,
                         optional=not strict)
+
+
+class Build(BuildExtension):
+    """BuildExtension that honours ``optional``: torch's ninja build raises RuntimeError, which
+    setuptools' own optional handling does not catch, so an optional extension that failed to
+    compile (a missing header) stopped the whole install."""
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except (RuntimeError, OSError) as e:
+            if not ext.optional:
+                raise
+            self.warn(f"building optional extension {ext.name} failed, pycgn installs without it: {e}")
 
 
 setup(
@@ -77,6 +104,6 @@ setup(
     packages=find_packages(include=["pycgn", "pycgn.*"]),
     package_data={"pycgn": ["weights/*.pt", "weights/*.md", "weights/*.json", "models/*.txt", "explore.html"]},
     ext_modules=extensions(),
-    cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)},
+    cmdclass={"build_ext": Build.with_options(no_python_abi_suffix=True)},
     options={} if PIPELINE else {"bdist_wheel": {"py_limited_api": "cp310"}},
 )

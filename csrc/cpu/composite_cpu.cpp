@@ -1,7 +1,8 @@
 // CPU path of the compositing kernel: OpenMP over rows (image, y), and along each row
 // contiguous runs whose texture columns do not wrap, so the inner loop over x is a plain
 // unit-stride loop the compiler vectorises. The row loop is compiled for SSE2, AVX2 and
-// AVX-512 and picked at run time, so one binary is fast on every x86-64.
+// AVX-512 and picked at run time, so one binary is fast on every x86-64; on Intel CPUs it
+// also prefetches the next row's inputs (on AMD EPYC the hints made it slower: below).
 #include "pycgn/composite.h"
 
 #include <algorithm>
@@ -12,6 +13,10 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#include <immintrin.h>
 #endif
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
@@ -124,13 +129,79 @@ PYCGN_ALWAYS_INLINE void store_nhwc(const float (*buf)[kBlock], std::int64_t c_n
   }
 }
 
+#if defined(PYCGN_X86_DISPATCH) && defined(__x86_64__)
+#define PYCGN_RGB_AVX512 1
+// uint8 NHWC with 3 channels on AVX-512, in one pass: 16 pixels of the three channels blended
+// in registers (the mask read once when it is broadcast), converted and interleaved to RGB with
+// byte shuffles, no staging buffer. composite_pixel and Store<uint8_t>::from in vector form: the
+// same operations in the same order (maxps/minps with the operands of the scalar ternaries, so
+// NaN behaves alike; no FMA), so the bytes equal the scalar path's. The compiler's own
+// interleave of the staged scalar loop cost ~1.5 ms of 5 on the 64x3x256x256 case (AMD EPYC).
+// Not inlined: rows_body is also compiled for the base target; one call per unit-stride run.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2"))) void blend_rgb_u8(
+    const float* const* m, const float* const* f, const float* const* g, std::int64_t len, float lo,
+    float hi, std::uint8_t* __restrict o) {
+  // shuffle[c][j]: where channel c's 16 bytes go in the output's 16-byte part j (0x80: none)
+  alignas(16) static const std::uint8_t shuffle[3][3][16] = {
+      {{0, 0x80, 0x80, 1, 0x80, 0x80, 2, 0x80, 0x80, 3, 0x80, 0x80, 4, 0x80, 0x80, 5},
+       {0x80, 0x80, 6, 0x80, 0x80, 7, 0x80, 0x80, 8, 0x80, 0x80, 9, 0x80, 0x80, 10, 0x80},
+       {0x80, 11, 0x80, 0x80, 12, 0x80, 0x80, 13, 0x80, 0x80, 14, 0x80, 0x80, 15, 0x80, 0x80}},
+      {{0x80, 0, 0x80, 0x80, 1, 0x80, 0x80, 2, 0x80, 0x80, 3, 0x80, 0x80, 4, 0x80, 0x80},
+       {5, 0x80, 0x80, 6, 0x80, 0x80, 7, 0x80, 0x80, 8, 0x80, 0x80, 9, 0x80, 0x80, 10},
+       {0x80, 0x80, 11, 0x80, 0x80, 12, 0x80, 0x80, 13, 0x80, 0x80, 14, 0x80, 0x80, 15, 0x80}},
+      {{0x80, 0x80, 0, 0x80, 0x80, 1, 0x80, 0x80, 2, 0x80, 0x80, 3, 0x80, 0x80, 4, 0x80},
+       {0x80, 5, 0x80, 0x80, 6, 0x80, 0x80, 7, 0x80, 0x80, 8, 0x80, 0x80, 9, 0x80, 0x80},
+       {10, 0x80, 0x80, 11, 0x80, 0x80, 12, 0x80, 0x80, 13, 0x80, 0x80, 14, 0x80, 0x80, 15}}};
+  const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi), one = _mm512_set1_ps(1.0f),
+               scale = _mm512_set1_ps(127.5f), zero = _mm512_setzero_ps(), top = _mm512_set1_ps(255.0f),
+               magic = _mm512_set1_ps(12582912.0f);
+  const bool one_mask = m[0] == m[1] && m[1] == m[2];
+  for (std::int64_t i = 0; i < len; i += 16) {
+    const std::int64_t rest = std::min<std::int64_t>(16, len - i);
+    const __mmask16 lanes = static_cast<__mmask16>((1u << rest) - 1);  // loads past the run: masked
+    __m128i v[3];
+    __m512 mv = zero;
+    for (int c = 0; c < 3; ++c) {
+      if (c == 0 || !one_mask) {
+        mv = _mm512_maskz_loadu_ps(lanes, m[c] + i);
+        // composite_pixel's clamp: m = lo > m ? lo : m; m = hi < m ? hi : m (NaN stays NaN).
+        // The masked forms with all lanes: the plain ones trip GCC 12's -Wmaybe-uninitialized.
+        mv = _mm512_mask_min_ps(zero, 0xFFFF, vhi, _mm512_mask_max_ps(zero, 0xFFFF, vlo, mv));
+      }
+      const __m512 fv = _mm512_maskz_loadu_ps(lanes, f[c] + i), gv = _mm512_maskz_loadu_ps(lanes, g[c] + i);
+      const __m512 x = _mm512_add_ps(_mm512_mul_ps(mv, fv), _mm512_mul_ps(_mm512_sub_ps(one, mv), gv));
+      // Store<uint8_t>::from: s = (x + 1) * 127.5; s = s > 0 ? s : 0; s = s < 255 ? s : 255
+      __m512 s = _mm512_mul_ps(_mm512_add_ps(x, one), scale);
+      s = _mm512_mask_min_ps(zero, 0xFFFF, _mm512_mask_max_ps(zero, 0xFFFF, s, zero), top);
+      v[c] = _mm512_mask_cvtepi32_epi8(_mm_setzero_si128(), 0xFFFF, _mm512_castps_si512(_mm512_add_ps(s, magic)));
+    }
+    const std::int64_t bytes = 3 * rest;
+    for (int j = 0; j < 3 && 16 * j < bytes; ++j) {
+      __m128i part = _mm_shuffle_epi8(v[0], _mm_load_si128(reinterpret_cast<const __m128i*>(shuffle[0][j])));
+      part = _mm_or_si128(part, _mm_shuffle_epi8(v[1], _mm_load_si128(reinterpret_cast<const __m128i*>(shuffle[1][j]))));
+      part = _mm_or_si128(part, _mm_shuffle_epi8(v[2], _mm_load_si128(reinterpret_cast<const __m128i*>(shuffle[2][j]))));
+      auto* dst = reinterpret_cast<__m128i*>(o + 3 * i + 16 * j);
+      const std::int64_t n = std::min<std::int64_t>(16, bytes - 16 * j);
+      if (n == 16) {
+        _mm_storeu_si128(dst, part);
+      } else {
+        _mm_mask_storeu_epi8(dst, static_cast<__mmask16>((1u << n) - 1), part);
+      }
+    }
+  }
+}
+#endif
+
 template <typename T>
 PYCGN_ALWAYS_INLINE void store_planar(const float* __restrict buf, std::int64_t k, T* __restrict o) {
   for (std::int64_t i = 0; i < k; ++i) o[i] = Store<T>::from(buf[i]);
 }
 
-// Rows r0 <= r < r1 (r = b * H + y) of the output.
-template <typename T>
+enum class Isa { kBase, kAvx2, kAvx512 };
+
+// Rows r0 <= r < r1 (r = b * H + y) of the output. kPrefetch: software prefetch of the next
+// row's inputs (see pick()).
+template <typename T, Isa kIsa, bool kPrefetch>
 PYCGN_ALWAYS_INLINE void rows_body(const CompositeParams& p, std::int64_t r0, std::int64_t r1) {
   const Image4 &mk = p.mask, &fg = p.fg, &bg = p.bg;
   const std::int64_t c_n = fg.size[1], h = mk.size[2], w = mk.size[3];
@@ -170,7 +241,7 @@ PYCGN_ALWAYS_INLINE void rows_body(const CompositeParams& p, std::int64_t r0, st
       continue;
     }
 #if defined(__GNUC__)
-    if (r + 1 < r1 && (y + 1 < h)) {  // the next row's inputs, whose texture runs start mid-row
+    if (kPrefetch && r + 1 < r1 && (y + 1 < h)) {  // the next row's inputs, whose texture runs start mid-row
       const std::int64_t bytes = w * static_cast<std::int64_t>(sizeof(float));
       for (std::int64_t c = 0; c < c_n; ++c) {
         const char* rows[3] = {reinterpret_cast<const char*>(mrow + mk.stride[2] + c * mc),
@@ -178,6 +249,26 @@ PYCGN_ALWAYS_INLINE void rows_body(const CompositeParams& p, std::int64_t r0, st
                                reinterpret_cast<const char*>(bg.data + b * bg.stride[0] + wrap(y + 1 + bdy, hb) * bg.stride[2] + c * bg.stride[1])};
         for (const char* q : rows)
           for (std::int64_t i = 0; i < std::min(bytes, std::int64_t(4096)); i += 64) __builtin_prefetch(q + i);
+      }
+    }
+#endif
+#ifdef PYCGN_RGB_AVX512
+    if constexpr (kIsa == Isa::kAvx512 && std::is_same<T, std::uint8_t>::value) {
+      if (nhwc && c_n == 3) {  // one pass, no staging: blend_rgb_u8
+        std::int64_t x = 0, fx = wrap(fdx, wf), gx = wrap(bdx, wb);
+        while (x < w) {
+          const std::int64_t len = std::min(w - x, std::min(wf - fx, wb - gx));
+          const float* ms[3] = {mrow + x, mrow + mc + x, mrow + 2 * mc + x};
+          const float* fs[3] = {frow + fx, frow + fg.stride[1] + fx, frow + 2 * fg.stride[1] + fx};
+          const float* gs[3] = {grow + gx, grow + bg.stride[1] + gx, grow + 2 * bg.stride[1] + gx};
+          blend_rgb_u8(ms, fs, gs, len, p.lo, p.hi, reinterpret_cast<std::uint8_t*>(out) + (r * w + x) * 3);
+          x += len;
+          fx += len;
+          gx += len;
+          if (fx == wf) fx = 0;
+          if (gx == wb) gx = 0;
+        }
+        continue;
       }
     }
 #endif
@@ -215,35 +306,47 @@ PYCGN_ALWAYS_INLINE void rows_body(const CompositeParams& p, std::int64_t r0, st
 
 using RowsFn = void (*)(const CompositeParams&, std::int64_t, std::int64_t);
 
-template <typename T>
+template <typename T, bool kPrefetch>
 void rows_default(const CompositeParams& p, std::int64_t r0, std::int64_t r1) {
-  rows_body<T>(p, r0, r1);
+  rows_body<T, Isa::kBase, kPrefetch>(p, r0, r1);
 }
 
 #ifdef PYCGN_X86_DISPATCH
 // No "fma" here on purpose: the blend must not be contracted (bits equal eager PyTorch).
-template <typename T>
+template <typename T, bool kPrefetch>
 __attribute__((target("avx2"))) void rows_avx2(const CompositeParams& p, std::int64_t r0,
                                                 std::int64_t r1) {
-  rows_body<T>(p, r0, r1);
+  rows_body<T, Isa::kAvx2, kPrefetch>(p, r0, r1);
 }
-template <typename T>
+template <typename T, bool kPrefetch>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2"))) void rows_avx512(
     const CompositeParams& p, std::int64_t r0, std::int64_t r1) {
-  rows_body<T>(p, r0, r1);
+  rows_body<T, Isa::kAvx512, kPrefetch>(p, r0, r1);
 }
 #endif
+
+// The prefetch of the next row's inputs stays where it was measured (Intel Xeon, Sapphire Rapids:
+// the plain blend at 101 % of a same-bytes copy, benchmarks/results/composite.md). On a 2-core AMD
+// EPYC (Zen 4) the hints, 3 rows per channel on top of the hardware prefetcher, made the kernel
+// 1.3-1.4x slower in both the plain blend and the shuffle (benchmarks/results/composite-amd.md).
+template <typename T, bool kPrefetch>
+RowsFn pick_isa() {
+#ifdef PYCGN_X86_DISPATCH
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl"))
+    return rows_avx512<T, kPrefetch>;
+  if (__builtin_cpu_supports("avx2")) return rows_avx2<T, kPrefetch>;
+#endif
+  return rows_default<T, kPrefetch>;
+}
 
 template <typename T>
 RowsFn pick() {
 #ifdef PYCGN_X86_DISPATCH
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl"))
-    return rows_avx512<T>;
-  if (__builtin_cpu_supports("avx2")) return rows_avx2<T>;
+  if (!__builtin_cpu_is("intel")) return pick_isa<T, false>();
 #endif
-  return rows_default<T>;
+  return pick_isa<T, true>();
 }
 
 }  // namespace
