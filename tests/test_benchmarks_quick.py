@@ -37,8 +37,11 @@ QUICK = {
     "imagenet": ([], [rf"^\| eager \| 1 \| {NUM} \| {NUM} \| 1.00x \| {NUM} \| \d+% \|"]),
     "bg_nets": ([], [rf"^\| 16 \| three nets, periodic, torch \| [\d,]+ \| {NUM}x \| \d+% \|",
                      rf"^\| 16 \| background net, dense \| [\d,]+ \| 1.00x \| - \|"]),
-    "invariance_parts": ([], [rf"^\| real masks, real random textures .* \| {NUM} % \| \d+ \|",
-                              rf"^\| all from the CGN .* \| {NUM} % \| \d+ \|"]),
+    # colored_mnist: its off-palette test needs no texture photos
+    "invariance_parts": (["--model", "colored_mnist", "--tests", "palette,off-palette"],
+                         [rf"^\| real masks, real random textures .* \| {NUM} % \| {NUM} % \| \d+ \|",
+                          rf"^\| all from the CGN .* \| {NUM} % \| {NUM} % \| \d+ \|",
+                          r"^\| training images \| palette test \| off-palette test \| seconds \|"]),
 }
 
 
