@@ -134,7 +134,9 @@ template <> struct Store<std::uint8_t> {
   }
 };
 
-// One output value from its mask, foreground and background values.
+// One output value from its mask, foreground and background values. The CPU path's AVX-512 uint8
+// RGB loop (blend_rgb_u8 in csrc/cpu/composite_cpu.cpp) is this function and Store<uint8_t> in
+// vector form: change both together (every path is tested against pycgn.reference bit for bit).
 template <typename T>
 PYCGN_HD T composite_pixel(float m, float f, float g, float lo, float hi) {
   // torch.clamp's semantics, NaN included (it propagates), so the kernel and
