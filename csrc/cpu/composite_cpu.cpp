@@ -2,7 +2,8 @@
 // contiguous runs whose texture columns do not wrap, so the inner loop over x is a plain
 // unit-stride loop the compiler vectorises. The row loop is compiled for SSE2, AVX2 and
 // AVX-512 and picked at run time, so one binary is fast on every x86-64; on Intel CPUs it
-// also prefetches the next row's inputs (on AMD EPYC the hints made it slower: below).
+// also prefetches the next row's inputs (on AMD EPYC the hints made it slower: below). uint8
+// RGB output on AVX-512 takes one pass in intrinsics instead (blend_rgb_u8).
 #include "pycgn/composite.h"
 
 #include <algorithm>
@@ -141,17 +142,18 @@ PYCGN_ALWAYS_INLINE void store_nhwc(const float (*buf)[kBlock], std::int64_t c_n
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2"))) void blend_rgb_u8(
     const float* const* m, const float* const* f, const float* const* g, std::int64_t len, float lo,
     float hi, std::uint8_t* __restrict o) {
-  // shuffle[c][j]: where channel c's 16 bytes go in the output's 16-byte part j (0x80: none)
-  alignas(16) static const std::uint8_t shuffle[3][3][16] = {
-      {{0, 0x80, 0x80, 1, 0x80, 0x80, 2, 0x80, 0x80, 3, 0x80, 0x80, 4, 0x80, 0x80, 5},
-       {0x80, 0x80, 6, 0x80, 0x80, 7, 0x80, 0x80, 8, 0x80, 0x80, 9, 0x80, 0x80, 10, 0x80},
-       {0x80, 11, 0x80, 0x80, 12, 0x80, 0x80, 13, 0x80, 0x80, 14, 0x80, 0x80, 15, 0x80, 0x80}},
-      {{0x80, 0, 0x80, 0x80, 1, 0x80, 0x80, 2, 0x80, 0x80, 3, 0x80, 0x80, 4, 0x80, 0x80},
-       {5, 0x80, 0x80, 6, 0x80, 0x80, 7, 0x80, 0x80, 8, 0x80, 0x80, 9, 0x80, 0x80, 10},
-       {0x80, 0x80, 11, 0x80, 0x80, 12, 0x80, 0x80, 13, 0x80, 0x80, 14, 0x80, 0x80, 15, 0x80}},
-      {{0x80, 0x80, 0, 0x80, 0x80, 1, 0x80, 0x80, 2, 0x80, 0x80, 3, 0x80, 0x80, 4, 0x80},
-       {0x80, 5, 0x80, 0x80, 6, 0x80, 0x80, 7, 0x80, 0x80, 8, 0x80, 0x80, 9, 0x80, 0x80},
-       {10, 0x80, 0x80, 11, 0x80, 0x80, 12, 0x80, 0x80, 13, 0x80, 0x80, 14, 0x80, 0x80, 15}}};
+  // shuffle[c][j][t]: output byte 16 j + t is channel (16 j + t) % 3 of pixel (16 j + t) / 3, so
+  // channel c's part-j shuffle takes that pixel's byte there and zeroes (0x80) the other bytes
+  struct Table {
+    alignas(16) std::uint8_t b[3][3][16];
+  };
+  static constexpr Table shuffle = [] {
+    Table t{};
+    for (int c = 0; c < 3; ++c)
+      for (int j = 0; j < 3; ++j)
+        for (int k = 0; k < 16; ++k) t.b[c][j][k] = (16 * j + k) % 3 == c ? (16 * j + k) / 3 : 0x80;
+    return t;
+  }();
   const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi), one = _mm512_set1_ps(1.0f),
                scale = _mm512_set1_ps(127.5f), zero = _mm512_setzero_ps(), top = _mm512_set1_ps(255.0f),
                magic = _mm512_set1_ps(12582912.0f);
@@ -177,9 +179,9 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2"))) void blend_rgb_u8(
     }
     const std::int64_t bytes = 3 * rest;
     for (int j = 0; j < 3 && 16 * j < bytes; ++j) {
-      __m128i part = _mm_shuffle_epi8(v[0], _mm_load_si128(reinterpret_cast<const __m128i*>(shuffle[0][j])));
-      part = _mm_or_si128(part, _mm_shuffle_epi8(v[1], _mm_load_si128(reinterpret_cast<const __m128i*>(shuffle[1][j]))));
-      part = _mm_or_si128(part, _mm_shuffle_epi8(v[2], _mm_load_si128(reinterpret_cast<const __m128i*>(shuffle[2][j]))));
+      __m128i part = _mm_shuffle_epi8(v[0], _mm_load_si128(reinterpret_cast<const __m128i*>(shuffle.b[0][j])));
+      part = _mm_or_si128(part, _mm_shuffle_epi8(v[1], _mm_load_si128(reinterpret_cast<const __m128i*>(shuffle.b[1][j]))));
+      part = _mm_or_si128(part, _mm_shuffle_epi8(v[2], _mm_load_si128(reinterpret_cast<const __m128i*>(shuffle.b[2][j]))));
       auto* dst = reinterpret_cast<__m128i*>(o + 3 * i + 16 * j);
       const std::int64_t n = std::min<std::int64_t>(16, bytes - 16 * j);
       if (n == 16) {
