@@ -1,6 +1,9 @@
 """pycgn.ops.composite (the fused kernel) against pycgn.reference.composite on random inputs, bit for
 bit, on every device (the `device` fixture of conftest.py)."""
 import itertools
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -38,6 +41,47 @@ def test_matches_reference(shape, out_dtype, layout, off_dtype, device):
         fo, bo = offsets(n, off_dtype, -100, 100, seed=2, device=device), offsets(n, off_dtype, 0, 65, seed=3, device=device)
     got = composite(mask, fg, bg, fo, bo, out_dtype=out_dtype, layout=layout)
     assert_same(got, expected(mask, fg, bg, fo, bo, out_dtype, layout))
+
+
+@pytest.mark.parametrize("out_dtype,layout", list(itertools.product(DTYPES, ("NCHW", "NHWC"))))
+@pytest.mark.parametrize("mc", [1, 3])
+@pytest.mark.parametrize("hf,hb", [(29, 29), (5, 40), (1, 29)])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_rows_joined_up_to_texture_wraps(out_dtype, layout, mc, hf, hb, threads, device):
+    """Textures as wide as the output, shifted only vertically (dx a multiple of the width) in
+    most images: the CPU kernel blends the rows of such an image as one run, cut where the image
+    ends, where either texture wraps to its top row, and where a thread's rows end (three
+    threads start mid-image). The other images, shifted sideways too, take the per-row path."""
+    n, h, w = 8, 29, 37  # 232 rows: three threads take 78 each
+    mask, fg, bg = make(n, mc, 3, h, w, hf, w, hb, w, seed=hf + hb + mc, device=device)
+    g = torch.Generator().manual_seed(hf * hb)
+    fo = torch.stack([torch.randint(-99, 99, (n,), generator=g), w * torch.randint(-3, 3, (n,), generator=g)], 1)
+    bo = torch.stack([torch.randint(-99, 99, (n,), generator=g), w * torch.randint(-3, 3, (n,), generator=g)], 1)
+    fo[1, 1] += 5  # sideways
+    bo[2, 1] -= 1
+    fo, bo = fo.to(device), bo.to(device)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for fo_, bo_ in ((None, None), (fo, None), (None, bo), (fo, bo)):
+            got = composite(mask, fg, bg, fo_, bo_, out_dtype=out_dtype, layout=layout)
+            assert_same(got, expected(mask, fg, bg, fo_, bo_, out_dtype, layout))
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs_ext
+@pytest.mark.parametrize("variant", ["0", "1"])
+def test_cpu_variant_in_a_child(variant):
+    """The CPU kernel picks one of two variants by vendor (csrc/cpu/composite_cpu.cpp): joined
+    rows elsewhere, per-row with prefetch on Intel. A child process runs the tests above under
+    each (PYCGN_CPU_PREFETCH), so both are checked on whatever CPU runs the suite."""
+    env = dict(os.environ, PYCGN_CPU_PREFETCH=variant, CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
+           "-k", "joined or matches_reference"]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout and " failed" not in run.stdout, run.stdout[-2000:]
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])

@@ -54,11 +54,14 @@ nice -n 10 cmake --build "$build" -j"$jobs" --target pycgn_fuzz_composite pycgn_
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-# target:runs -- each about half a minute on two busy cores (the core's inputs are the costliest)
-for spec in composite:100000 args:200000 sidecar:120000; do
-  name=${spec%%:*}
+# target[@variant]:runs -- each about half a minute on two busy cores (the core's inputs are the
+# costliest). The core twice, once in each CPU variant (PYCGN_CPU_PREFETCH: csrc/cpu/composite_cpu.cpp).
+for spec in composite@0:50000 composite@1:50000 args:200000 sidecar:120000; do
+  target=${spec%%:*}
+  name=${target%%@*}
+  variant=${target#"$name"}
   runs=$(( ${spec##*:} * scale ))
-  step "$name: $runs runs"
+  step "$target: $runs runs"
   exe="$build/cpp/fuzz/pycgn_fuzz_$name"
   seeds="$root/cpp/fuzz/corpus/$name"
   args=(-runs="$runs" -seed=1 -max_len=4096)
@@ -67,7 +70,9 @@ for spec in composite:100000 args:200000 sidecar:120000; do
   mkdir -p "$work/$name"
   dirs=("$work/$name")
   [ -d "$seeds" ] && dirs+=("$seeds")
-  if ! (cd "$work" && "$exe" "${args[@]}" "${dirs[@]}" >"$work/$name.log" 2>&1); then
+  vars=()
+  [ -n "$variant" ] && vars=("PYCGN_CPU_PREFETCH=${variant#@}")
+  if ! (cd "$work" && env "${vars[@]}" "$exe" "${args[@]}" "${dirs[@]}" >"$work/$name.log" 2>&1); then
     keep=1
     tail -40 "$work/$name.log"
     echo "FAIL: pycgn_fuzz_$name (log and crashing input in $work)"

@@ -26,6 +26,29 @@ int main() {
         ++failed;
       }
     }
+    // a thread's share: rows [r0, r1) (r = b * H + y, from the middle of an image to the middle
+    // of another where the sizes allow) written as expected, and not a byte outside them
+    std::fill(out.begin(), out.end(), 0xA5);
+    const auto p = k.params(k.mask.storage.data(), k.fg.storage.data(), k.bg.storage.data(), k.host_offsets(0),
+                            k.host_offsets(1), out.data());
+    const std::int64_t rows = pycgn::composite_cpu_row_count(p), r0 = rows / 3, r1 = rows - rows / 4;
+    pycgn::composite_cpu_rows(p, r0, r1);
+    const std::int64_t c = k.c(), h = k.mask.size[2], w = k.mask.size[3];
+    const std::size_t es = k.out_dtype == pycgn::OutDtype::kUint8 ? 1 : 4;
+    std::vector<std::uint8_t> want(exp.size() + 64, 0xA5);
+    for (std::int64_t r = r0; r < r1; ++r)
+      for (std::int64_t ch = 0; ch < c; ++ch)
+        for (std::int64_t x = 0; x < w; ++x) {
+          const std::int64_t b = r / h, y = r % h;
+          const std::int64_t i = k.layout == pycgn::Layout::kNCHW ? ((b * c + ch) * h + y) * w + x : (r * w + x) * c + ch;
+          std::memcpy(want.data() + i * es, exp.data() + i * es, es);
+        }
+    std::vector<std::uint8_t> got(out.begin(), out.begin() + exp.size()), part(want.begin(), want.begin() + exp.size());
+    if (const int bad = pycgn_test::compare(k, got, part) + (out.back() != 0xA5)) {
+      std::fprintf(stderr, "FAIL %s (rows %lld..%lld of %lld): %d wrong\n", k.name.c_str(), (long long)r0,
+                   (long long)r1, (long long)rows, bad);
+      ++failed;
+    }
   }
   // invalid parameters are refused with a message naming the argument
   pycgn::CompositeParams p;
