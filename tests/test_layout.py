@@ -31,3 +31,25 @@ def test_long_modules_say_why():
     unexplained = [f"{p.relative_to(ROOT)} ({n} lines)" for p, n in long.items()
                    if "Why one module" not in p.read_text().split('"""')[1]]
     assert unexplained == [], "modules over 450 lines need a 'Why one module' note in their docstring"
+
+
+def _env_reads(text: str) -> set[str]:
+    """PYCGN_* names read from the environment in Python or C++ source text."""
+    import re
+    reads = r"""(?:environ(?:\.get)?\s*[\[(]|getenv\s*\(|_ENV\s*=)\s*["'](PYCGN_\w+)["']"""
+    return set(re.findall(reads, text))
+
+
+def test_every_environment_variable_read_is_in_the_readme():
+    sources = [ROOT / "setup.py"] + [p for d in ("pycgn", "csrc", "cpp", "include") for p in (ROOT / d).rglob("*")
+                                     if p.suffix in {".py", ".cpp", ".h", ".cu"}]
+    names = set().union(*(_env_reads(p.read_text()) for p in sources))
+    assert {"PYCGN_CACHE_DIR", "PYCGN_CPU_PREFETCH", "PYCGN_STRICT_BUILD"} <= names, "the scan misses reads"
+    readme = (ROOT / "README.md").read_text()
+    assert sorted(n for n in names if f"`{n}" not in readme) == []
+
+
+def test_environment_scan_finds_each_form():
+    text = ('os.environ.get("PYCGN_A", "")\nos.environ["PYCGN_B"]\nstd::getenv("PYCGN_C")\n'
+            'X_ENV = "PYCGN_D"\n("PYCGN_STATIC", "1")  # a macro, not a read\n')
+    assert _env_reads(text) == {"PYCGN_A", "PYCGN_B", "PYCGN_C", "PYCGN_D"}
