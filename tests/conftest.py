@@ -133,6 +133,8 @@ SLOW = {
     "test_imagenet.py::test_onnx_export_parity",
     "test_imagenet.py::test_strict_load_roundtrip",
     "test_imagenet.py::test_torchscript_export_parity",
+    "test_readme.py::test_command_line_examples_run_as_written",
+    "test_readme.py::test_python_examples_run_as_written",
     "test_runtime.py::test_backend_and_precision_against_eager",
     "test_runtime.py::test_cache_exports_once_then_loads",
     "test_runtime.py::test_sidecar_nets_field_old_and_foreign",
