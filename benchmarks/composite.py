@@ -14,6 +14,11 @@ and with tcmalloc preloaded (Debian: libtcmalloc-minimal4), and writes one markd
 
     python benchmarks/composite.py                        # -> benchmarks/results/composite.md
     python benchmarks/composite.py --quick --out /tmp/c.md   # a smoke run: 3 rounds, N / 8
+    python benchmarks/composite.py --cpu-variants         # + the CPU kernel's two variants side by side
+
+``--cpu-variants`` adds two children (tcmalloc, pycgn and the copy only) with PYCGN_CPU_PREFETCH=0
+(contiguous rows joined into one run) and =1 (row by row, software prefetch): the kernel picks one
+by CPU vendor, and this is how a machine shows which of the two suits it.
 """
 from __future__ import annotations
 
@@ -116,6 +121,8 @@ def run(args):
                 "pycgn": lambda: composite(mask, fg, bg, fo, bo, out_dtype, layout),
                 "pycgn out=": lambda: composite(mask, fg, bg, fo, bo, out_dtype, layout, out=out),
             }
+            if args.pycgn_only:
+                cands = {k: v for k, v in cands.items() if k.startswith(("pycgn", "copy"))}
             check(cands, pycgn.reference.composite(mask, fg, bg, fo, bo, out_dtype, layout), u8,
                   skip=("copy (same bytes)",))
             times = H.interleave(cands, min_rounds=args.min_reps, max_rounds=args.max_reps, budget=args.seconds)
@@ -195,6 +202,38 @@ def run_cuda(args):
     return "\n".join(lines)
 
 
+def default_cpu_variant() -> str:
+    """The variant the kernel picks here without PYCGN_CPU_PREFETCH: "1" on Intel CPUs."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "1" if any(line.startswith("vendor_id") and "GenuineIntel" in line for line in f) else "0"
+    except OSError:
+        return "?"
+
+
+def variant_report(kernels: dict) -> str:
+    """pycgn under PYCGN_CPU_PREFETCH=0 and =1, each child against its own same-bytes copy."""
+    first = next(iter(kernels.values()))
+    lines = ["## CPU kernel variants (`--cpu-variants`)", "",
+             f"Two more children ({first['allocator']}, pycgn and the copy only), one per `PYCGN_CPU_PREFETCH`: "
+             "0 joins contiguous rows into one run, 1 blends row by row with software prefetch. Without the "
+             f"variable the kernel takes {default_cpu_variant()} on this CPU. Each row: median ms and the fraction "
+             "of its own child's same-bytes copy; the last column, variant 0's time over variant 1's.", ""]
+    keyed = {k: {(r["case"], r["out"], r["cand"]): r for r in res["rows"]} for k, res in kernels.items()}
+    if len(keyed) < 2:
+        return "\n".join(lines + ["Only one variant ran: nothing to compare.", ""])
+    (k0, a), (k1, b) = list(keyed.items())[:2]
+    rows = []
+    for (case, out, cand), ra in a.items():
+        rb = b.get((case, out, cand))
+        if rb is not None and cand.startswith("pycgn"):
+            rows.append([case, out, cand, f"{ra['ms']:.2f}", H.share(ra["frac"]), f"{rb['ms']:.2f}",
+                         H.share(rb["frac"]), f"{ra['ms'] / rb['ms']:.2f}x"])
+    lines += H.table(["case", "output", "candidate", f"{k0}: ms", "of copy", f"{k1}: ms", "of copy", "0 / 1"], rows,
+                     "lllrrrrr")
+    return "\n".join(lines) + "\n"
+
+
 def _mine(rows, row):
     """pycgn's row of the same case and output as ``row``."""
     return next(r for r in rows if (r["case"], r["out"], r["cand"]) == (row["case"], row["out"], "pycgn"))
@@ -247,6 +286,9 @@ def main():
     p.add_argument("--quick", action="store_true",
                    help="a smoke run (about a minute): 3 rounds, batches of N / 8 (CPU only)")
     H.add_child_option(p)
+    p.add_argument("--pycgn-only", action="store_true", help=argparse.SUPPRESS)  # a --cpu-variants child
+    p.add_argument("--cpu-variants", action="store_true",
+                   help="also time pycgn under each CPU kernel variant (PYCGN_CPU_PREFETCH=0 and 1)")
     p.add_argument("--no-tcmalloc", action="store_true", help="only the default allocator")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--cuda-reps", type=int, default=100, help="timed runs per candidate on CUDA")
@@ -264,8 +306,15 @@ def main():
     variants = {"glibc": ("glibc", {})}
     if not args.no_tcmalloc:
         variants["tcmalloc"] = ("tcmalloc", {})
-    results = H.rerun(__file__, ["--quick"] if args.quick else [], variants)
-    H.write_report(args.out, report(results, args))
+    argv = ["--quick"] if args.quick else []
+    results = H.rerun(__file__, argv, variants)
+    text = report(results, args)
+    if args.cpu_variants:
+        kernels = H.rerun(__file__, argv + ["--pycgn-only"],
+                          {f"PYCGN_CPU_PREFETCH={v}": ("tcmalloc" if H.tcmalloc_path() else "glibc",
+                                                       {"PYCGN_CPU_PREFETCH": v}) for v in ("0", "1")})
+        text += "\n" + variant_report(kernels)
+    H.write_report(args.out, text)
     return 0
 
 

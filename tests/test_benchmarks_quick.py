@@ -23,10 +23,11 @@ _spec.loader.exec_module(H)
 NUM = r"[\d.,]+"
 # benchmark, extra arguments (trimmed to keep the slow set near 3 minutes), rows its report must have
 QUICK = {
-    "composite": ([], [rf"^\| 128x3x32x32 shuffle \| float32 NCHW \| pycgn \| {NUM} \| {NUM}% \|",
-                       rf"^\| 8x3x256x256 shuffle \| uint8 NHWC \| eager \| {NUM} \|",
-                       rf"^\| 8x3x256x256 plain \| uint8 NHWC \| copy \(same bytes\) \| {NUM} \|",
-                       r"^## Allocator: glibc "]),
+    "composite": (["--cpu-variants"], [rf"^\| 128x3x32x32 shuffle \| float32 NCHW \| pycgn \| {NUM} \| {NUM}% \|",
+                                       rf"^\| 8x3x256x256 shuffle \| uint8 NHWC \| eager \| {NUM} \|",
+                                       rf"^\| 8x3x256x256 plain \| uint8 NHWC \| copy \(same bytes\) \| {NUM} \|",
+                                       r"^## Allocator: glibc ",
+                                       rf"^\| 8x3x256x256 plain \| uint8 NHWC \| pycgn out= \| {NUM} \| {NUM}% \| {NUM} \| {NUM}% \| {NUM}x \|$"]),
     "bf16": ([], [rf"^\| wildlife_mnist \| {NUM} \| {NUM} \| \d+ \| {NUM} % \|",
                   rf"^\| torch bfloat16 \| \d+ \| {NUM}x \| \d+ \| \d+ % \|"]),
     "generators": (["--configs", "tcmalloc" if H.tcmalloc_path() else "glibc+pycgn"],
