@@ -72,12 +72,12 @@ for spec in composite@0:50000 composite@1:50000 args:200000 sidecar:120000; do
   [ -d "$seeds" ] && dirs+=("$seeds")
   vars=()
   [ -n "$variant" ] && vars=("PYCGN_CPU_PREFETCH=${variant#@}")
-  if ! (cd "$work" && env "${vars[@]}" "$exe" "${args[@]}" "${dirs[@]}" >"$work/$name.log" 2>&1); then
+  if ! (cd "$work" && env "${vars[@]}" "$exe" "${args[@]}" "${dirs[@]}" >"$work/$target.log" 2>&1); then
     keep=1
-    tail -40 "$work/$name.log"
+    tail -40 "$work/$target.log"
     echo "FAIL: pycgn_fuzz_$name (log and crashing input in $work)"
     exit 1
   fi
-  grep -E '^Done|standalone driver' "$work/$name.log" || true
+  grep -E '^Done|standalone driver' "$work/$target.log" || true
 done
 step "ok ($engine)"

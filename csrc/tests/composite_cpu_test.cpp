@@ -1,4 +1,5 @@
 // ctest: pycgn::composite_cpu against the plain scalar loop, bit for bit, on random inputs.
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 
@@ -44,7 +45,8 @@ int main() {
           std::memcpy(want.data() + i * es, exp.data() + i * es, es);
         }
     std::vector<std::uint8_t> got(out.begin(), out.begin() + exp.size()), part(want.begin(), want.begin() + exp.size());
-    if (const int bad = pycgn_test::compare(k, got, part) + (out.back() != 0xA5)) {
+    const auto guard = std::count(out.begin() + static_cast<std::ptrdiff_t>(exp.size()), out.end(), 0xA5);
+    if (const int bad = pycgn_test::compare(k, got, part) + static_cast<int>(64 - guard)) {
       std::fprintf(stderr, "FAIL %s (rows %lld..%lld of %lld): %d wrong\n", k.name.c_str(), (long long)r0,
                    (long long)r1, (long long)rows, bad);
       ++failed;
