@@ -1,5 +1,6 @@
 """The package's structure: no import circle, the layering of docs/ARCHITECTURE.md, module sizes."""
 import importlib.util
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +36,6 @@ def test_long_modules_say_why():
 
 def _env_reads(text: str) -> set[str]:
     """PYCGN_* names read from the environment in Python or C++ source text."""
-    import re
     reads = r"""(?:environ(?:\.get)?\s*[\[(]|getenv\s*\(|_ENV\s*=)\s*["'](PYCGN_\w+)["']"""
     return set(re.findall(reads, text))
 

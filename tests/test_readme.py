@@ -1,6 +1,6 @@
-"""The README's examples run as written (slow: a fresh interpreter per block, model exports).
+"""The README's examples run as written (slow: subprocesses, model exports).
 
-Python blocks run verbatim, one after another, in a scratch folder. A line naming a file the user
+Python blocks run verbatim, one after another in one interpreter, in a scratch folder. A line naming a file the user
 brings (``path/to/...``) is left out; the block that needs an ImageNet checkpoint is skipped. The
 datasets the data blocks read (``data/cf``, ``bench``) are made first by the README's own
 commands with their sizes scaled down, so a renamed flag there fails here too.
