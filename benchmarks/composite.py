@@ -202,22 +202,13 @@ def run_cuda(args):
     return "\n".join(lines)
 
 
-def default_cpu_variant() -> str:
-    """The variant the kernel picks here without PYCGN_CPU_PREFETCH: "1" on Intel CPUs."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "1" if any(line.startswith("vendor_id") and "GenuineIntel" in line for line in f) else "0"
-    except OSError:
-        return "?"
-
-
 def variant_report(kernels: dict) -> str:
     """pycgn under PYCGN_CPU_PREFETCH=0 and =1, each child against its own same-bytes copy."""
     first = next(iter(kernels.values()))
     lines = ["## CPU kernel variants (`--cpu-variants`)", "",
              f"Two more children ({first['allocator']}, pycgn and the copy only), one per `PYCGN_CPU_PREFETCH`: "
              "0 joins contiguous rows into one run, 1 blends row by row with software prefetch. Without the "
-             f"variable the kernel takes {default_cpu_variant()} on this CPU. Each row: median ms and the fraction "
+             f"variable the kernel takes {1 if 'Intel' in H.cpu_model() else 0} on this CPU. Each row: median ms and the fraction "
              "of its own child's same-bytes copy; the last column, variant 0's time over variant 1's.", ""]
     keyed = {k: {(r["case"], r["out"], r["cand"]): r for r in res["rows"]} for k, res in kernels.items()}
     if len(keyed) < 2:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+BIN = str(Path(sys.executable).parent)  # where pip put the pycgn command beside this python
 SCALE = [(r"--n 1000000", "--n 120"), (r"--shard-size 10000", "--shard-size 40"),
          (r":10000:", ":60:"), (r":2000:", ":24:")]
 
@@ -62,9 +63,8 @@ def readme_command(prefix: str) -> str:
 
 
 def run(cmd, cwd: Path, shell=False, what=None):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(README.parent), os.environ.get("PYTHONPATH", "")]))
-    bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(README.parent), os.environ.get("PYTHONPATH", "")]),
+               PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
     done = subprocess.run(cmd, cwd=cwd, env=env, shell=shell, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{what or cmd}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
     return done
@@ -72,7 +72,7 @@ def run(cmd, cwd: Path, shell=False, what=None):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    if shutil.which("pycgn", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")) is None:
+    if shutil.which("pycgn", path=BIN + os.pathsep + os.environ.get("PATH", "")) is None:
         pytest.skip("the pycgn command is not installed (pip install -e .)")
     return tmp_path_factory.mktemp("readme")
 

@@ -140,9 +140,11 @@ PYCGN_ALWAYS_INLINE void store_nhwc(const float (*buf)[kBlock], std::int64_t c_n
 // NaN behaves alike; no FMA), so the bytes equal the scalar path's. The compiler's own
 // interleave of the staged scalar loop cost ~1.5 ms of 5 on the 64x3x256x256 case (AMD EPYC).
 // Not inlined: rows_body is also compiled for the base target; one call per unit-stride run.
+// Channel c of each input starts at its pointer plus c times its channel stride (mc = 0: a
+// broadcast mask).
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2"))) void blend_rgb_u8(
-    const float* const* m, const float* const* f, const float* const* g, std::int64_t len, float lo,
-    float hi, std::uint8_t* __restrict o) {
+    const float* m, std::int64_t mc, const float* f, std::int64_t fc, const float* g, std::int64_t gc,
+    std::int64_t len, float lo, float hi, std::uint8_t* __restrict o) {
   // shuffle[c][j][t]: output byte 16 j + t is channel (16 j + t) % 3 of pixel (16 j + t) / 3, so
   // channel c's part-j shuffle takes that pixel's byte there and zeroes (0x80) the other bytes
   struct Table {
@@ -158,20 +160,20 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2"))) void blend_rgb_u8(
   const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi), one = _mm512_set1_ps(1.0f),
                scale = _mm512_set1_ps(127.5f), zero = _mm512_setzero_ps(), top = _mm512_set1_ps(255.0f),
                magic = _mm512_set1_ps(12582912.0f);
-  const bool one_mask = m[0] == m[1] && m[1] == m[2];
   for (std::int64_t i = 0; i < len; i += 16) {
     const std::int64_t rest = std::min<std::int64_t>(16, len - i);
     const __mmask16 lanes = static_cast<__mmask16>((1u << rest) - 1);  // loads past the run: masked
     __m128i v[3];
     __m512 mv = zero;
     for (int c = 0; c < 3; ++c) {
-      if (c == 0 || !one_mask) {
-        mv = _mm512_maskz_loadu_ps(lanes, m[c] + i);
+      if (c == 0 || mc != 0) {
+        mv = _mm512_maskz_loadu_ps(lanes, m + c * mc + i);
         // composite_pixel's clamp: m = lo > m ? lo : m; m = hi < m ? hi : m (NaN stays NaN).
         // The masked forms with all lanes: the plain ones trip GCC 12's -Wmaybe-uninitialized.
         mv = _mm512_mask_min_ps(zero, 0xFFFF, vhi, _mm512_mask_max_ps(zero, 0xFFFF, vlo, mv));
       }
-      const __m512 fv = _mm512_maskz_loadu_ps(lanes, f[c] + i), gv = _mm512_maskz_loadu_ps(lanes, g[c] + i);
+      const __m512 fv = _mm512_maskz_loadu_ps(lanes, f + c * fc + i),
+                   gv = _mm512_maskz_loadu_ps(lanes, g + c * gc + i);
       const __m512 x = _mm512_add_ps(_mm512_mul_ps(mv, fv), _mm512_mul_ps(_mm512_sub_ps(one, mv), gv));
       // Store<uint8_t>::from: s = (x + 1) * 127.5; s = s > 0 ? s : 0; s = s < 255 ? s : 255
       __m512 s = _mm512_mul_ps(_mm512_add_ps(x, one), scale);
@@ -247,10 +249,8 @@ PYCGN_ALWAYS_INLINE void rows_body(const CompositeParams& p, std::int64_t r0, st
       const std::int64_t len = rows * w;
       if (rgb_u8) {
 #ifdef PYCGN_RGB_AVX512
-        const float* ms[3] = {mrow, mrow + mc, mrow + 2 * mc};
-        const float* fs[3] = {frow, frow + fg.stride[1], frow + 2 * fg.stride[1]};
-        const float* gs[3] = {grow, grow + bg.stride[1], grow + 2 * bg.stride[1]};
-        blend_rgb_u8(ms, fs, gs, len, p.lo, p.hi, reinterpret_cast<std::uint8_t*>(out) + r * w * 3);
+        blend_rgb_u8(mrow, mc, frow, fg.stride[1], grow, bg.stride[1], len, p.lo, p.hi,
+                     reinterpret_cast<std::uint8_t*>(out) + r * w * 3);
 #endif
       } else {
         for (std::int64_t c = 0; c < c_n; ++c)
@@ -293,10 +293,8 @@ PYCGN_ALWAYS_INLINE void rows_body(const CompositeParams& p, std::int64_t r0, st
         std::int64_t x = 0, fx = wrap(fdx, wf), gx = wrap(bdx, wb);
         while (x < w) {
           const std::int64_t len = std::min(w - x, std::min(wf - fx, wb - gx));
-          const float* ms[3] = {mrow + x, mrow + mc + x, mrow + 2 * mc + x};
-          const float* fs[3] = {frow + fx, frow + fg.stride[1] + fx, frow + 2 * fg.stride[1] + fx};
-          const float* gs[3] = {grow + gx, grow + bg.stride[1] + gx, grow + 2 * bg.stride[1] + gx};
-          blend_rgb_u8(ms, fs, gs, len, p.lo, p.hi, reinterpret_cast<std::uint8_t*>(out) + (r * w + x) * 3);
+          blend_rgb_u8(mrow + x, mc, frow + fx, fg.stride[1], grow + gx, bg.stride[1], len, p.lo, p.hi,
+                       reinterpret_cast<std::uint8_t*>(out) + (r * w + x) * 3);
           x += len;
           fx += len;
           gx += len;
