@@ -222,10 +222,10 @@ PYCGN_ALWAYS_INLINE void rows_body(const CompositeParams& p, std::int64_t r0, st
 #endif
   // Rows that continue each other in every tensor (rows stored back to back, textures as wide as
   // the output and not shifted sideways) are blended as one run, for the paths without a staging
-  // buffer. On AMD EPYC: float32 NCHW 0.87x -> 1.00x torch.compile at 64x3x256x256 (1.7x faster
-  // one-threaded at 1024x3x32x32, where per-row work outweighed the blend). Not on Intel
-  // (kPrefetch): its per-row path prefetches each next row, and was measured so; a joined run
-  // without the hints is untried there.
+  // buffer. On AMD EPYC (`benchmarks/composite.py --cpu-variants`, both variants in one run) the
+  // joined variant took 0.41-0.85x the per-row one's time, 0.41-0.45x on 1024x3x32x32 float32 NCHW,
+  // where per-row work outweighed the blend. Not on Intel (kPrefetch): its per-row path prefetches
+  // each next row, and was measured so; a joined run without the hints is untried there.
   const bool joinable = !kPrefetch && staged && (direct || rgb_u8) && wf == w && wb == w &&
                         mk.stride[2] == w && fg.stride[2] == w && bg.stride[2] == w;
   T* const out = static_cast<T*>(p.out);
