@@ -82,6 +82,30 @@ def test_storage_offsets_and_misaligned_out(out_dtype, layout):
         assert (raw[:shift] == 7).all()
 
 
+@pytest.mark.parametrize("out_dtype,layout", LAYOUTS)
+@pytest.mark.parametrize("mc", [1, 3])
+def test_texture_columns_four_at_a_time(out_dtype, layout, mc):
+    """Widths in multiples of 4, where the kernel reads 4 texture columns as one float4 (vec4.h):
+    shifts that are multiples of 4 beside ones that are not in one call, no shift at all,
+    textures narrower and wider than the output, and storage offsets on and off the 16-byte grid."""
+    n = 8
+    mask, fg, bg = make(n, mc, 3, 10, 24, 7, 8, 12, 40, seed=33)
+    fo = offsets(n, torch.int64, -(2**40), 2**40, seed=5)
+    fo[::2, 1] -= fo[::2, 1] % 4  # every other image's shift a multiple of 4 (also of 8: fg's width)
+    bo = offsets(n, torch.int32, -1000, 1000, seed=6) * 4
+    bo[1::3, 1] += 1
+    assert_equal(*both((mask, fg, bg, fo, bo), out_dtype, layout))
+    assert_equal(*both((mask, fg, bg, None, None), out_dtype, layout))
+
+    def at(t, k):  # t's values at a storage offset of k floats
+        buf = torch.zeros(t.numel() + k, dtype=t.dtype)
+        buf[k:] = t.reshape(-1)
+        return buf[k:].view(t.shape)
+
+    for k in (4, 2):  # 16 bytes: still aligned; 8 bytes: one float at a time
+        assert_equal(*both((mask, at(fg, k), at(bg, k), fo, bo), out_dtype, layout))
+
+
 @pytest.mark.parametrize("w", [1, 3, 5, 7, 33, 255])
 def test_uint8_nhwc_odd_widths(w):
     mask, fg, bg = make(5, 1, 3, 7, w, 6, w + 2, 7, max(w - 1, 1), seed=31)

@@ -16,6 +16,8 @@
 # total of PYCGN_GPU_BUDGET seconds (360): sections left when it is spent are reported as not
 # run. The CMake build of the pipeline section starts in the background at the beginning, so
 # it overlaps the extension's. Exit status: 0 when every section wanted passed.
+# Without a GPU, a CUDA build of torch (PyPI's torch 2.11.0 is the lent H200's 2.11.0+cu130) still
+# runs `build` and `pipeline` for real (ctest then skips the CUDA test): a pre-flight of the builds.
 # Environment: PYTHON, CUDA_HOME, TORCH_CUDA_ARCH_LIST ("8.0;9.0", "9.0+PTX"; default: GPU 0's
 # compute capability), MAX_JOBS, PYCGN_PYDEPS (a folder of extra pure-Python packages, e.g.
 # pytest and hypothesis, put on PYTHONPATH when the machine lacks them).
@@ -146,6 +148,15 @@ except (ValueError, RuntimeError) as e:
       fi
     done
   done
+  # No crash in a fresh process, yet the first run's crashed: then it needs state that earlier tests
+  # leave. Its order (test_cuda.py, then the CUDA test_out_variant) in one process, without xdist.
+  if ((prc < 128)); then
+    "$PY" -m pytest -q -p no:cacheprovider -p no:xdist -x -k "cuda or test_cuda" tests/test_cuda.py \
+      tests/test_composite.py::test_out_variant >"$OUT/op_probe_order.txt" 2>&1
+    prc=$?
+    detail "- test_cuda.py, then test_out_variant, in one process: exit $prc, $(tail -n 1 "$OUT/op_probe_order.txt")"
+    ((prc >= 128)) && detail '```' "$(grep -A 12 'Fatal Python error' "$OUT/op_probe_order.txt" | head -n 14)" '```'
+  fi
   # pytest-xdist, where installed, turns a crash into one failed test and runs the rest.
   local xd=()
   "$PY" -c 'import xdist' 2>/dev/null && xd=(-n 2)
@@ -157,20 +168,22 @@ except (ValueError, RuntimeError) as e:
 }
 
 # The core's own test program (CUDA vs a scalar loop; `bench` mode too), built into $OUT once
-# by whichever section needs it first: $OUT/composite_cuda_test, and $OUT/composite_cuda_test_wide
-# with the kernel's int64 indexing forced (the path of calls with 2^31 or more elements), so both
-# index types are checked on every case and timed side by side. `core_test --dryrun` (dry runs)
-# only asks nvcc whether it takes the commands.
+# by whichever section needs it first: $OUT/composite_cuda_test, $OUT/composite_cuda_test_wide
+# with the kernel's int64 indexing forced (the path of calls with 2^31 or more elements) and
+# $OUT/composite_cuda_test_scalar with 4-byte texture loads forced (no float4 columns, vec4.h),
+# so every variant is checked on every case and timed side by side. `core_test --dryrun` (dry
+# runs) only asks nvcc whether it takes the commands.
+declare -A CORE_FLAG=([_wide]=-DPYCGN_CUDA_WIDE_INDEX [_scalar]=-DPYCGN_CUDA_SCALAR_TEXTURE)
 core_test() {
   local bin=$OUT/composite_cuda_test variant
   local src=(csrc/tests/composite_cuda_test.cu csrc/cuda/composite_cuda.cu csrc/cpu/composite_cpu.cpp)
   need "${src[@]}" || return 1
-  [[ $# -eq 0 && -x $bin && -x ${bin}_wide ]] && return 0
+  [[ $# -eq 0 && -x $bin && -x ${bin}_wide && -x ${bin}_scalar ]] && return 0
   local pids=() pid rc=0
-  for variant in "" _wide; do  # the two builds are independent: side by side on the GPU host's cores
+  for variant in "" _wide _scalar; do  # independent builds: side by side on the GPU host's cores
     local cmd=("$NVCC" -std=c++17 -O2 -lineinfo -Iinclude -Icsrc/tests -Xcompiler=-fopenmp,-ffp-contract=off
                "${GENCODE[@]}" "${src[@]}" -o "$bin$variant" -lgomp "$@")
-    [[ -n $variant ]] && cmd+=(-DPYCGN_CUDA_WIDE_INDEX)
+    [[ -n $variant ]] && cmd+=("${CORE_FLAG[$variant]}")
     if (($#)); then
       "${cmd[@]}" >/dev/null 2>&1 || { echo "nvcc rejects: ${cmd[*]}"; return 1; }
     else
@@ -191,7 +204,7 @@ section_sanitizer() {
   core_test || return 1
   local rc=0 tool r variant line
   detail "### The core's test program (CUDA vs the scalar loop, bit for bit), then compute-sanitizer" ""
-  for variant in "" _wide; do  # to a file as it runs: a timeout must not lose the output
+  for variant in "" _wide _scalar; do  # to a file as it runs: a timeout must not lose the output
     "$bin$variant" 2>&1 | tee "$OUT/core_test$variant.txt"
     ((PIPESTATUS[0] == 0)) || rc=1
     detail "- composite_cuda_test$variant: $(tail -n 1 "$OUT/core_test$variant.txt")"
@@ -229,6 +242,9 @@ section_composite_bench() {
   line=$("${bin}_wide" bench) || rc=1
   echo "$line"
   detail "- core program, int64 indices forced (the first H200 run's kernel had only these): $line"
+  line=$("${bin}_scalar" bench) || rc=1
+  echo "$line"
+  detail "- core program, 4-byte texture loads forced (no float4 columns): $line"
   if [[ -n $NCU ]]; then
     timeout 40 "$NCU" --kernel-name regex:composite_kernel --launch-skip 3 --launch-count 1 \
       --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,launch__registers_per_thread,launch__occupancy_limit_registers,sm__warps_active.avg.pct_of_peak_sustained_active,lts__t_bytes.sum,l1tex__t_bytes.sum,lts__throughput.avg.pct_of_peak_sustained_elapsed,smsp__inst_executed.sum \
@@ -245,12 +261,18 @@ section_composite_bench() {
 # CUDA path (pipeline_test runs it when libtorch sees a GPU) and their ctest tests.
 PIPELINE_BUILD=$ROOT/build/gpu-check-cmake
 pipeline_configure_and_build() {  # in the background from the start; leaves $OUT/pipeline_build.rc
-  local prefix gen=() rc=0
+  local prefix gen=() nvrtc=() lib rc=0
   command -v ninja >/dev/null && gen=(-G Ninja)
+  # libtorch links NVRTC; a toolkit without it (nvcc only) can use the copy pip installed beside torch
+  if ! compgen -G "$CUDA_HOME/lib*/libnvrtc.so*" >/dev/null; then
+    lib=$("$PY" -c 'import glob, os, torch; d = os.path.dirname(os.path.dirname(torch.__file__))
+print(next(iter(sorted(glob.glob(os.path.join(d, "nvidia", "*", "lib", "libnvrtc.so.*")))), ""))' 2>/dev/null)
+    [[ -n $lib ]] && nvrtc=(-DCUDA_nvrtc_LIBRARY="$lib")
+  fi
   prefix=$("$PY" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)') &&
     cmake -S . -B "$PIPELINE_BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=ON -DPYCGN_WITH_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES="$CMAKE_ARCHS" -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_PREFIX_PATH="$prefix" \
-      -DPython3_EXECUTABLE="$PY" && cmake --build "$PIPELINE_BUILD" -j"${MAX_JOBS:-$(nproc)}" || rc=$?
+      -DPython3_EXECUTABLE="$PY" "${nvrtc[@]}" && cmake --build "$PIPELINE_BUILD" -j"${MAX_JOBS:-$(nproc)}" || rc=$?
   echo "$rc" >"$OUT/pipeline_build.rc.tmp" && mv "$OUT/pipeline_build.rc.tmp" "$OUT/pipeline_build.rc"
 }
 

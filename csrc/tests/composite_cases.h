@@ -157,6 +157,8 @@ inline std::vector<Case> make_cases(std::uint64_t seed, int random_cases) {
       {2, 1, 1, 9, 11, 4, 3, 9, 11},   {2, 4, 4, 6, 33, 7, 34, 1, 1},     {5, 1, 3, 32, 32, 32, 32, 32, 32},
       {0, 1, 3, 32, 32, 32, 32, 32, 32}, {1, 1, 3, 256, 256, 256, 256, 256, 256}, {64, 1, 3, 32, 32, 32, 32, 32, 32},
       {2, 1, 3, 8, 100, 8, 3, 5, 101},
+      // widths in multiples of 4 (the CUDA kernel's float4 texture loads), textures narrower and wider
+      {3, 1, 3, 12, 32, 9, 8, 12, 40},  {2, 3, 3, 5, 16, 5, 16, 7, 20},
   };
   for (int i = 0; i < random_cases; ++i) {
     auto r = [&](std::int64_t lo, std::int64_t hi) { return lo + static_cast<std::int64_t>(rng() % (hi - lo + 1)); };
@@ -200,6 +202,11 @@ inline std::vector<Case> make_cases(std::uint64_t seed, int random_cases) {
             // a sideways shift of whole widths: the CPU core joins such an image's rows into one run
             v -= v % s.w;
             v32 -= static_cast<std::int32_t>(v32 % s.w);
+          } else if (j % 4 == 1) {
+            // every other image's sideways shift a multiple of 4: the CUDA kernel reads such a
+            // texture's columns 4 at a time (vec4.h), the others' one at a time, in one call
+            v -= v % 4;
+            v32 -= v32 % 4;
           }
           k.off64[t].push_back(v);
           k.off32[t].push_back(v32);

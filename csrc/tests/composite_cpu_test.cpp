@@ -1,9 +1,12 @@
 // ctest: pycgn::composite_cpu against the plain scalar loop, bit for bit, on random inputs.
 #include <algorithm>
+#include <cstdlib>
+#include <random>
 #include <cstring>
 #include <stdexcept>
 
 #include "../cuda/index32.h"  // host-only: the CUDA kernel's choice of index type
+#include "../cuda/vec4.h"     // host-only: when the CUDA kernel reads 4 texture columns at once
 #include "composite_cases.h"
 
 int main() {
@@ -122,6 +125,55 @@ int main() {
       ++failed;
     }
   }
-  std::printf("composite_cpu: %d cases, %d failed\n", total, failed);
+  // texture_vec4: wherever it allows, every group of 4 columns the kernel reads as one float4
+  // (x0 and the shift multiples of 4) is 4 consecutive floats at a 16-byte aligned address.
+  // Random views: padded, strided, negative and size-1 strides, unaligned bases (addresses are
+  // only computed, never read).
+  std::mt19937_64 rng(20261130);
+  int allowed = 0;
+  for (int it = 0; it < 4000; ++it) {
+    auto r = [&](std::int64_t lo, std::int64_t hi) { return lo + static_cast<std::int64_t>(rng() % (hi - lo + 1)); };
+    pycgn::Image4 t;
+    const std::int64_t size[4] = {r(1, 3), r(1, 3), r(1, 4), r(1, 4) == 1 ? r(1, 24) : 4 * r(1, 6)};
+    std::int64_t stride = r(0, 3) ? 1 : r(0, 3);
+    for (int d = 3; d >= 0; --d) {
+      t.size[d] = size[d];
+      t.stride[d] = d == 3 ? stride : (r(0, 5) == 0 ? -stride : stride);
+      stride = std::abs(t.stride[d]) * size[d] + (r(0, 2) ? 0 : r(1, 6));
+      if (r(0, 9) == 0) t.stride[d] = r(-9, 9);  // any stride (a size-1 dimension's never moves)
+    }
+    t.data = reinterpret_cast<const float*>(std::uintptr_t{1} << 20 | static_cast<std::uintptr_t>(r(0, 3) ? 0 : 4 * r(1, 3)));
+    if (!pycgn::texture_vec4(t)) continue;
+    ++allowed;
+    const std::int64_t wt = t.size[3], wout = r(4, 40);
+    for (std::int64_t b = 0; b < t.size[0]; ++b)
+      for (std::int64_t c = 0; c < t.size[1]; ++c)
+        for (std::int64_t y = 0; y < t.size[2]; ++y)
+          for (std::int64_t dx = 0; dx < wt; dx += 4)
+            for (std::int64_t x0 = 0; x0 + 3 < wout; x0 += 4) {
+              auto at = [&](std::int64_t x) {
+                const std::int64_t e = b * t.stride[0] + c * t.stride[1] + y * t.stride[2] +
+                                       pycgn::column(x, dx, wt) * t.stride[3];
+                return reinterpret_cast<std::uintptr_t>(t.data) + static_cast<std::uintptr_t>(e * 4);
+              };
+              bool ok = at(x0) % 16 == 0;
+              for (int i = 1; i < 4; ++i) ok = ok && at(x0 + i) == at(x0) + 4 * static_cast<std::uintptr_t>(i);
+              if (!ok) {
+                std::fprintf(stderr, "FAIL texture_vec4: view (%lld %lld %lld %lld) strides (%lld %lld %lld %lld) "
+                             "base %% 16 = %d, shift %lld, columns %lld..%lld are not one aligned float4\n",
+                             (long long)t.size[0], (long long)t.size[1], (long long)t.size[2], (long long)t.size[3],
+                             (long long)t.stride[0], (long long)t.stride[1], (long long)t.stride[2],
+                             (long long)t.stride[3], (int)(reinterpret_cast<std::uintptr_t>(t.data) % 16),
+                             (long long)dx, (long long)x0, (long long)x0 + 3);
+                return 1;
+              }
+            }
+  }
+  if (allowed < 100) {  // the rule must not hold only because it never allows
+    std::fprintf(stderr, "FAIL texture_vec4 allowed only %d of 4000 random views\n", allowed);
+    ++failed;
+  }
+  std::printf("composite_cpu: %d cases, %d failed; texture_vec4 allowed %d of 4000 random views\n", total, failed,
+              allowed);
   return failed ? 1 : 0;
 }
