@@ -32,9 +32,9 @@ export PYTHONPATH=$ROOT${PYCGN_PYDEPS:+:$PYCGN_PYDEPS}${PYTHONPATH:+:$PYTHONPATH
 PY=${PYTHON:-$(command -v python3 || command -v python)}
 
 # In order of importance: a run short of time loses the last ones.
-SECTIONS=(env build op_tests sanitizer composite_bench imagenet_dtypes pipeline aoti imagenet_bench)
-declare -A LIMIT=([env]=30 [build]=150 [op_tests]=100 [sanitizer]=60 [composite_bench]=60 [imagenet_dtypes]=60
-                  [pipeline]=120 [aoti]=150 [imagenet_bench]=90)
+SECTIONS=(env build op_tests sanitizer composite_bench synth imagenet_dtypes pipeline aoti imagenet_bench)
+declare -A LIMIT=([env]=30 [build]=150 [op_tests]=100 [sanitizer]=60 [composite_bench]=60 [synth]=90
+                  [imagenet_dtypes]=60 [pipeline]=120 [aoti]=150 [imagenet_bench]=90)
 BUDGET=${PYCGN_GPU_BUDGET:-360}
 
 # ---- tools ------------------------------------------------------------------------------------
@@ -255,6 +255,60 @@ section_composite_bench() {
   [[ -s $OUT/composite_cuda.md ]] && cat "$OUT/composite_cuda.md" >>"$OUT/$CURRENT.md"
   detail ""
   return $rc
+}
+
+# `pycgn synth` on the GPU, the users' main job (the default device wherever torch sees one), never
+# run on one before: float32 and float16 datasets of the shipped colored_mnist against a CPU one of
+# the same seed and backend. Sample i depends only on (seed, i), so labels, latents and offsets must
+# be identical and the images close (cuDNN may compute float32 convolutions in TF32); img/s of each,
+# whole calls. A dry run makes tiny CPU datasets in place of the CUDA ones: the same checks run.
+section_synth() {
+  DRY=$DRY "$PY" - "$OUT/$CURRENT.md" "$OUT/synth" <<'PYEOF'
+import glob, os, shutil, sys, time
+import numpy as np
+from pycgn.data import SynthDataset
+from pycgn.synth import synth
+
+report, root = sys.argv[1], sys.argv[2]
+dry = os.environ.get("DRY") == "1"
+dev = "cpu" if dry else "cuda"
+n_dev, n_cpu, shard = (600, 300, 200) if dry else (50_000, 10_000, 10_000)
+shutil.rmtree(root, ignore_errors=True)
+KEYS = ("shape", "texture", "bg", "u_shape", "u_texture", "u_bg", "fg_offset", "bg_offset")
+
+
+def run(name, device, n, precision="float32"):
+    out = os.path.join(root, name)
+    t = time.perf_counter()
+    synth("colored_mnist", n=n, out=out, shard_size=shard, seed=0, backend="torch", device=device,
+          precision=precision, quiet=True)
+    s = time.perf_counter() - t
+    assert len(SynthDataset(out)) == n  # the manifest and every shard's sha256 verified
+    parts = [np.load(f) for f in sorted(glob.glob(os.path.join(out, "shard-*.npz")))]
+    return s, {k: np.concatenate([p[k] for p in parts]) for k in ("images",) + KEYS}
+
+
+runs = [("cpu", "float32", n_cpu, *run("cpu", "cpu", n_cpu))]
+runs.append((dev, "float32", n_dev, *run("dev32", dev, n_dev)))
+if not dry:
+    runs.append((dev, "float16", n_dev, *run("dev16", dev, n_dev, "float16")))
+base = runs[0][4]
+lines = ["### pycgn synth on the GPU (colored_mnist, seed 0, backend torch, npz)", "",
+         "| device | precision | images | s (whole call) | img/s | labels and inputs as on the CPU "
+         "| uint8 levels from the CPU (max / mean) |", "|---|---|---:|---:|---:|---|---:|"]
+ok = True
+for device, precision, n, s, d in runs:
+    same = all(np.array_equal(d[k][:n_cpu], base[k]) for k in KEYS)
+    diff = np.abs(d["images"][:n_cpu].astype(np.int16) - base["images"].astype(np.int16))
+    ok &= same and diff.mean() <= 1.0
+    lines.append(f"| {device} | {precision} | {n:,} | {s:.1f} | {n / s:,.0f} | {'yes' if same else 'NO'} "
+                 f"| {int(diff.max())} / {diff.mean():.3f} |")
+    print(lines[-1], flush=True)
+with open(report, "a") as f:
+    f.write("\n".join(lines) + "\n\n")
+shutil.rmtree(root, ignore_errors=True)
+sys.exit(0 if ok else 1)
+PYEOF
 }
 
 # The CMake project against this torch's libtorch: the core, its CUDA test, the pipeline's
