@@ -258,10 +258,11 @@ section_composite_bench() {
 }
 
 # `pycgn synth` on the GPU, the users' main job (the default device wherever torch sees one), never
-# run on one before: float32 and float16 datasets of the shipped colored_mnist against a CPU one of
-# the same seed and backend. Sample i depends only on (seed, i), so labels, latents and offsets must
-# be identical and the images close (cuDNN may compute float32 convolutions in TF32); img/s of each,
-# whole calls. A dry run makes tiny CPU datasets in place of the CUDA ones: the same checks run.
+# run on one before: float32 and float16 datasets of the shipped colored_mnist with the default
+# backend (auto) against a CPU one of the same seed (backend torch). Sample i depends only on
+# (seed, i), so labels, latents and offsets must be identical and the images close (backends differ
+# in the last bits, and cuDNN may compute float32 convolutions in TF32); img/s of each whole call.
+# A dry run makes tiny CPU datasets in place of the CUDA ones: the same checks run.
 section_synth() {
   DRY=$DRY "$PY" - "$OUT/$CURRENT.md" "$OUT/synth" <<'PYEOF'
 import glob, os, shutil, sys, time
@@ -277,31 +278,31 @@ shutil.rmtree(root, ignore_errors=True)
 KEYS = ("shape", "texture", "bg", "u_shape", "u_texture", "u_bg", "fg_offset", "bg_offset")
 
 
-def run(name, device, n, precision="float32"):
+def run(name, device, n, precision="float32", backend="auto"):
     out = os.path.join(root, name)
     t = time.perf_counter()
-    synth("colored_mnist", n=n, out=out, shard_size=shard, seed=0, backend="torch", device=device,
-          precision=precision, quiet=True)
+    manifest = synth("colored_mnist", n=n, out=out, shard_size=shard, seed=0, backend=backend, device=device,
+                     precision=precision, quiet=True)
     s = time.perf_counter() - t
     assert len(SynthDataset(out)) == n  # the manifest and every shard's sha256 verified
     parts = [np.load(f) for f in sorted(glob.glob(os.path.join(out, "shard-*.npz")))]
-    return s, {k: np.concatenate([p[k] for p in parts]) for k in ("images",) + KEYS}
+    arrays = {k: np.concatenate([p[k] for p in parts]) for k in ("images",) + KEYS}
+    return device, manifest["backend"], precision, n, s, arrays
 
 
-runs = [("cpu", "float32", n_cpu, *run("cpu", "cpu", n_cpu))]
-runs.append((dev, "float32", n_dev, *run("dev32", dev, n_dev)))
+runs = [run("cpu", "cpu", n_cpu, backend="torch"), run("dev32", dev, n_dev)]
 if not dry:
-    runs.append((dev, "float16", n_dev, *run("dev16", dev, n_dev, "float16")))
-base = runs[0][4]
-lines = ["### pycgn synth on the GPU (colored_mnist, seed 0, backend torch, npz)", "",
-         "| device | precision | images | s (whole call) | img/s | labels and inputs as on the CPU "
-         "| uint8 levels from the CPU (max / mean) |", "|---|---|---:|---:|---:|---|---:|"]
+    runs.append(run("dev16", dev, n_dev, "float16"))
+base = runs[0][-1]
+lines = ["### pycgn synth on the GPU (colored_mnist, seed 0, npz)", "",
+         "| device | backend | precision | images | s (whole call) | img/s | labels and inputs as on the CPU "
+         "| uint8 levels from the CPU (max / mean) |", "|---|---|---|---:|---:|---:|---|---:|"]
 ok = True
-for device, precision, n, s, d in runs:
+for device, backend, precision, n, s, d in runs:
     same = all(np.array_equal(d[k][:n_cpu], base[k]) for k in KEYS)
     diff = np.abs(d["images"][:n_cpu].astype(np.int16) - base["images"].astype(np.int16))
     ok &= same and diff.mean() <= 1.0
-    lines.append(f"| {device} | {precision} | {n:,} | {s:.1f} | {n / s:,.0f} | {'yes' if same else 'NO'} "
+    lines.append(f"| {device} | {backend} | {precision} | {n:,} | {s:.1f} | {n / s:,.0f} | {'yes' if same else 'NO'} "
                  f"| {int(diff.max())} / {diff.mean():.3f} |")
     print(lines[-1], flush=True)
 with open(report, "a") as f:
