@@ -1,12 +1,16 @@
 // Fuzz target: the torch-free compositing core (include/pycgn/composite.h,
-// csrc/cpu/composite_cpu.cpp) on random shapes, strides (permuted, padded, broadcast),
-// offsets (any int32/int64 value, any layout, or none), clamps, output types and layouts.
+// csrc/cpu/composite_cpu.cpp) and the CUDA kernel's code run on the host (csrc/tests/cuda_on_host.h)
+// on random shapes, strides (permuted, padded, broadcast), offsets (any int32/int64 value, any
+// layout, or none), clamps, output types and layouts.
 //
 // Every buffer is allocated to exactly the extent its sizes and strides reach, so ASan reports
-// any read or write outside. When composite_check accepts the parameters, composite_cpu must
-// produce the same bits as the scalar reference below (written from the header's contract);
-// when it refuses them, composite_cpu must throw std::invalid_argument. Sizes are mostly
-// consistent and sometimes arbitrary, to reach the refusals too.
+// any read or write outside. When composite_check accepts the parameters, composite_cpu and the
+// CUDA kernel must produce the same bits as the scalar reference below (written from the header's
+// contract), the kernel without a vector access the GPU would refuse; when it refuses them,
+// composite_cpu must throw std::invalid_argument. Sizes are mostly consistent and sometimes
+// arbitrary, to reach the refusals too.
+#include "../../csrc/tests/cuda_on_host.h"  // first: the CUDA names the kernel uses
+
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -150,7 +154,7 @@ bool same(float a, float b) {
 bool same(std::uint8_t a, std::uint8_t b) { return a == b; }
 
 template <typename T>
-void check(const pycgn::CompositeParams& p, const std::vector<T>& out) {
+void check(const pycgn::CompositeParams& p, const std::vector<T>& out, const char* differs) {
   const std::int64_t n = p.mask.size[0], c_n = p.fg.size[1], h = p.mask.size[2], w = p.mask.size[3];
   const std::int64_t hf = p.fg.size[2], wf = p.fg.size[3], hb = p.bg.size[2], wb = p.bg.size[3];
   for (std::int64_t b = 0; b < n; ++b) {
@@ -165,7 +169,7 @@ void check(const pycgn::CompositeParams& p, const std::vector<T>& out) {
           const T want = pycgn::composite_pixel<T>(m, f, g, p.lo, p.hi);
           const std::int64_t i = p.layout == pycgn::Layout::kNCHW ? ((b * c_n + c) * h + y) * w + x
                                                                   : ((b * h + y) * w + x) * c_n + c;
-          if (!same(out[static_cast<std::size_t>(i)], want)) bug("output differs from the reference", b, c, y, x);
+          if (!same(out[static_cast<std::size_t>(i)], want)) bug(differs, b, c, y, x);
         }
       }
     }
@@ -185,7 +189,14 @@ void run(pycgn::CompositeParams p) {
     return;
   }
   if (refused) bug("composite_cpu ran on parameters composite_check refuses", -1, -1, -1, -1);
-  check<T>(p, out);
+  check<T>(p, out, "composite_cpu's output differs from the reference");
+  std::vector<T> gpu(out.size());
+  p.out = gpu.empty() ? nullptr : gpu.data();
+  const long long misaligned = pycgn_test::misaligned_vector_accesses();
+  pycgn_test::composite_cuda_on_host<T>(p);
+  if (pycgn_test::misaligned_vector_accesses() != misaligned)
+    bug("the CUDA kernel made a vector access the GPU would refuse", -1, -1, -1, -1);
+  check<T>(p, gpu, "the CUDA kernel's output differs from the reference");
 }
 
 }  // namespace
