@@ -1,10 +1,11 @@
 // ctest: the CUDA kernel's own code (csrc/cuda/composite_kernel.cuh) run on the host, thread by
 // thread over a grid (cuda_on_host.h), against the scalar loop, bit for bit, on the CUDA core test's
 // cases: composite_cuda's own choices, then no fast path, then int64 indices, then an output off the
-// vector grid. No GPU needed: this is how CI tests the kernel's indexing, its fast-path rules
+// vector grid, then textures whose rows are padded off the 4-float grid. No GPU needed: this is how CI tests the kernel's indexing, its fast-path rules
 // (vector loads and stores, int32 indices) and its tails; gpu_check runs the same cases on a GPU.
 #include "cuda_on_host.h"  // first: the CUDA names the kernel uses
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <vector>
@@ -16,6 +17,22 @@ namespace {
 struct Counts {
   int vec_out = 0, vec_mask = 0, vec_fg = 0, vec_bg = 0, int32 = 0;
 };
+
+// t's values, NCHW with each row `pad` floats longer: with pad 2 a width in multiples of 4 no longer
+// makes the row stride one (the make_cases layouts never have such gaps).
+pycgn_test::Strided padded(const pycgn_test::Strided& t, std::int64_t pad) {
+  pycgn_test::Strided r;
+  for (int d = 0; d < 4; ++d) r.size[d] = t.size[d];
+  r.stride[3] = 1, r.stride[2] = t.size[3] + pad, r.stride[1] = t.size[2] * r.stride[2];
+  r.stride[0] = t.size[1] * r.stride[1];
+  r.storage.resize(static_cast<std::size_t>(std::max<std::int64_t>(t.size[0] * r.stride[0], 1)));
+  for (std::int64_t b = 0; b < t.size[0]; ++b)
+    for (std::int64_t c = 0; c < t.size[1]; ++c)
+      for (std::int64_t y = 0; y < t.size[2]; ++y)
+        for (std::int64_t x = 0; x < t.size[3]; ++x)
+          r.storage[static_cast<std::size_t>(b * r.stride[0] + c * r.stride[1] + y * r.stride[2] + x)] = t.at(b, c, y, x);
+  return r;
+}
 
 // The number of wrong values (and of touched guard bytes) of one emulated launch of case k, its
 // output `shift` elements from an aligned buffer's start.
@@ -51,13 +68,16 @@ int main() {
     const auto& k = cases[ci];
     const auto exp = pycgn_test::expected(k);
     const bool u8 = k.out_dtype == pycgn::OutDtype::kUint8;
-    for (int variant = 0; variant < 4; ++variant) {
+    pycgn_test::Case rows = k;
+    rows.fg = padded(k.fg, 2), rows.bg = padded(k.bg, 2);
+    for (int variant = 0; variant < 5; ++variant) {
       const bool fast = variant != 1, wide = variant == 2;
       const std::size_t shift = variant == 3 ? 1 : 0;
       const unsigned blocks = 1 + static_cast<unsigned>(ci % 3);
+      const pycgn_test::Case& kv = variant == 4 ? rows : k;
       const long long before = pycgn_test::misaligned_vector_accesses();
-      const int bad = u8 ? check<std::uint8_t>(k, exp, fast, wide, shift, blocks, counts)
-                         : check<float>(k, exp, fast, wide, shift, blocks, counts);
+      const int bad = u8 ? check<std::uint8_t>(kv, exp, fast, wide, shift, blocks, counts)
+                         : check<float>(kv, exp, fast, wide, shift, blocks, counts);
       const long long misaligned = pycgn_test::misaligned_vector_accesses() - before;
       ++runs;
       if (bad || misaligned) {
