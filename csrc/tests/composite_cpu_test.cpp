@@ -1,8 +1,8 @@
 // ctest: pycgn::composite_cpu against the plain scalar loop, bit for bit, on random inputs.
 #include <algorithm>
 #include <cstdlib>
-#include <random>
 #include <cstring>
+#include <random>
 #include <stdexcept>
 
 #include "../cuda/index32.h"  // host-only: the CUDA kernel's choice of index type
