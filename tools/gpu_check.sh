@@ -265,7 +265,7 @@ section_composite_bench() {
 # A dry run makes tiny CPU datasets in place of the CUDA ones: the same checks run.
 section_synth() {
   DRY=$DRY "$PY" - "$OUT/$CURRENT.md" "$OUT/synth" <<'PYEOF'
-import glob, os, shutil, sys, time
+import os, shutil, sys, time
 import numpy as np
 from pycgn.data import SynthDataset
 from pycgn.synth import synth
@@ -284,8 +284,9 @@ def run(name, device, n, precision="float32", backend="auto"):
     manifest = synth("colored_mnist", n=n, out=out, shard_size=shard, seed=0, backend=backend, device=device,
                      precision=precision, quiet=True)
     s = time.perf_counter() - t
-    assert len(SynthDataset(out)) == n  # the manifest and every shard's sha256 verified
-    parts = [np.load(f) for f in sorted(glob.glob(os.path.join(out, "shard-*.npz")))]
+    ds = SynthDataset(out)  # the manifest and every shard's sha256 verified
+    assert len(ds) == n
+    parts = [np.load(os.path.join(out, s["name"])) for s in ds.shards]  # in sample order
     arrays = {k: np.concatenate([p[k] for p in parts]) for k in ("images",) + KEYS}
     return device, manifest["backend"], precision, n, s, arrays
 

@@ -67,17 +67,14 @@ void composite_cuda_on_host(const pycgn::CompositeParams& p, unsigned max_blocks
   if (p.mask.size[0] * p.fg.size[1] * p.mask.size[2] * p.mask.size[3] == 0) return;
   k::Launch l = k::plan<T>(p);
   if (!fast) l.flags = k::Flags{false, false, false, false};
+  const bool rgb = p.fg.size[1] == 3, narrow = l.narrow && !wide;  // the instantiation composite_cuda launches
+  void (*const kernel)(pycgn::CompositeParams, k::Flags) =
+      narrow ? (rgb ? k::composite_kernel<T, 3, std::int32_t> : k::composite_kernel<T, 0, std::int32_t>)
+             : (rgb ? k::composite_kernel<T, 3, std::int64_t> : k::composite_kernel<T, 0, std::int64_t>);
   gridDim.x = static_cast<unsigned>(std::min<std::int64_t>(l.blocks, max_blocks));
   blockDim.x = k::kThreads;
   for (blockIdx.x = 0; blockIdx.x < gridDim.x; ++blockIdx.x)
-    for (threadIdx.x = 0; threadIdx.x < blockDim.x; ++threadIdx.x) {
-      const bool rgb = p.fg.size[1] == 3;
-      if (l.narrow && !wide) {
-        rgb ? k::composite_kernel<T, 3, std::int32_t>(p, l.flags) : k::composite_kernel<T, 0, std::int32_t>(p, l.flags);
-      } else {
-        rgb ? k::composite_kernel<T, 3, std::int64_t>(p, l.flags) : k::composite_kernel<T, 0, std::int64_t>(p, l.flags);
-      }
-    }
+    for (threadIdx.x = 0; threadIdx.x < blockDim.x; ++threadIdx.x) kernel(p, l.flags);
 }
 
 }  // namespace pycgn_test
