@@ -38,13 +38,17 @@ def extensions():
         raise RuntimeError(
             f"FORCE_CUDA=1 but CUDA cannot be built: torch {torch.__version__} is "
             f"{'a CUDA build' if torch.version.cuda else 'a CPU-only build'}, CUDA_HOME={CUDA_HOME}")
-    openmp = ["-fopenmp"]
+    # -lstdc++ ahead of what the compiler driver adds: a g++ that links libstdc++ statically by
+    # default (the lent H200's /opt/gcc/bin/g++ wrapper does) would give the module its own,
+    # uninitialised copy of the C++ runtime beside torch's, and formatting an error message
+    # crashed there (tests/test_ext_runtime.py). Linked first, the shared one provides every symbol.
+    link = ["-fopenmp", "-lstdc++"]
     # -ffp-contract=off: the blend keeps eager PyTorch's bits (no fused multiply-add)
-    cxx = ["-O3", "-std=c++17", "-fvisibility=hidden", "-ffp-contract=off", *openmp]
+    cxx = ["-O3", "-std=c++17", "-fvisibility=hidden", "-ffp-contract=off", "-fopenmp"]
     # PYCGN_STATIC: the core is compiled into _C, so its PYCGN_API symbols stay hidden there too.
     macros = [("Py_LIMITED_API", "0x030A0000"), ("PYCGN_STATIC", "1")]
     common = dict(include_dirs=[os.path.join(HERE, "include")], define_macros=macros,
-                  py_limited_api=True, extra_link_args=openmp, optional=not strict)
+                  py_limited_api=True, extra_link_args=link, optional=not strict)
     if cuda:
         macros.append(("PYCGN_WITH_CUDA", "1"))
         exts = [CUDAExtension("pycgn._C", _sources("*.cpp") + _sources("*.cu"),
@@ -53,7 +57,7 @@ def extensions():
     else:
         exts = [CppExtension("pycgn._C", _sources("*.cpp"), extra_compile_args={"cxx": cxx}, **common)]
     if PIPELINE:
-        exts.append(pipeline_extension(cxx, openmp, strict))
+        exts.append(pipeline_extension(cxx, link, strict))
     return exts
 
 
@@ -73,7 +77,7 @@ def _json_include():
 PIPELINE = os.environ.get("PYCGN_BUILD_PIPELINE", "1") != "0"
 
 
-def pipeline_extension(cxx, openmp, strict):
+def pipeline_extension(cxx, link, strict):
     """The whole C++ path in one module: pipeline, sidecar, sampler and the CPU compositing core
     (the CUDA compositing path is CMake's: here generate() composites on the CPU)."""
     sources = ["cpp/python/pipeline_module.cpp", "cpp/pipeline.cpp", "cpp/sidecar.cpp", "cpp/sampler.cpp",
@@ -81,7 +85,7 @@ def pipeline_extension(cxx, openmp, strict):
     macros = [("PYCGN_STATIC", "1"), ("PYCGN_PIPELINE_CUDA", "0"), ("PYCGN_VERSION", f'"{_version()}"')]
     include = [os.path.join(HERE, d) for d in ("include", "csrc", "cpp")] + [d for d in [_json_include()] if d]
     return CppExtension("pycgn._pipeline", sources, include_dirs=include, define_macros=macros,
-                        extra_compile_args={"cxx": [*cxx, "-fno-fast-math"]}, extra_link_args=openmp,
+                        extra_compile_args={"cxx": [*cxx, "-fno-fast-math"]}, extra_link_args=link,
                         optional=not strict)
 
 

@@ -74,4 +74,19 @@ done
 step "installed cgn_generate"
 "$prefix/bin/cgn_generate" --model-dir "$work/export" --shape 3 --texture 7 --bg 1 -n 8 --seed 1 -o "$work/grid.png"
 test -s "$work/grid.png"
+
+step "the shared C++ runtime, also under a compiler that links libstdc++ statically"
+# The lent H200's g++ does so by default (see CMakeLists.txt): the libraries must load
+# libstdc++.so.6, not carry a copy of their own beside libtorch's. The core, rebuilt with that
+# default forced, and the libraries built above:
+nice -n 10 cmake -S "$root" -B "$work/static" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+  -DPYCGN_BUILD_PIPELINE=OFF -DPYCGN_WITH_CUDA=OFF -DCMAKE_SHARED_LINKER_FLAGS=-static-libstdc++ >/dev/null
+nice -n 10 cmake --build "$work/static" -j"$jobs" >/dev/null
+for lib in "$work/static/libpycgn_core.so" "$build/libpycgn_core.so" "$build/cpp/libpycgn_pipeline.so"; do
+  [ -e "$lib" ] || continue
+  readelf -d "$lib" | grep -q 'NEEDED.*libstdc++' || { echo "$lib does not load libstdc++.so.6"; exit 1; }
+  if nm -D --defined-only "$lib" | grep -qE ' (__cxa_throw|__gxx_personality_v0)$'; then
+    echo "$lib carries a C++ runtime of its own"; exit 1
+  fi
+done
 step "ok"
