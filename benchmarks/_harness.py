@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import glob
 import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -291,12 +292,13 @@ def machine_line() -> str:
             "(on a shared machine absolute figures vary; side-by-side ratios less).")
 
 
-def same_bytes_copy(nbytes: int, device="cpu") -> Callable[[], object]:
+def same_bytes_copy(nbytes: int, device="cpu", sources: int = 1) -> Callable[[], object]:
     """A call that moves ``nbytes`` (read + write) with torch ``copy_``: the machine's limit for a
-    candidate moving as many bytes, timed beside it."""
-    src = torch.rand(max(1, nbytes // 8), device=device)  # half read, half written
-    dst = torch.empty_like(src)
-    return lambda: dst.copy_(src)
+    candidate moving as many bytes, timed beside it. ``sources`` > 1 rotates the read side through
+    that many buffers, as a candidate's inputs are, so the copy too reads what no cache holds."""
+    srcs = itertools.cycle([torch.rand(max(1, nbytes // 8), device=device) for _ in range(sources)])
+    dst = torch.empty(max(1, nbytes // 8), device=device)  # half read, half written
+    return lambda: dst.copy_(next(srcs))
 
 
 def copy_bandwidth(nbytes: int = 256 << 20, device="cpu", rounds: int = 15) -> float:

@@ -11,11 +11,12 @@
 #
 # Written as it goes, so a run cut short still returns what it got: $OUT/report.md (one table
 # row per finished section, then each section's details; rewritten atomically after each),
-# $OUT/gpu_check.log (all output) and $OUT/<section>.log. Each section runs in its own process
-# under `timeout` (limits below, in seconds; PYCGN_GPU_LIMIT_<section>=N overrides), within a
-# total of PYCGN_GPU_BUDGET seconds (360): sections left when it is spent are reported as not
-# run. The CMake build of the pipeline section starts in the background at the beginning, so
-# it overlaps the extension's. Exit status: 0 when every section wanted passed.
+# $OUT/gpu_check.log (all output), $OUT/<section>.log, and all of them in $OUT/gpu_check.tgz.
+# Each section runs in its own process under `timeout` (limits below, in seconds;
+# PYCGN_GPU_LIMIT_<section>=N overrides), within a total of PYCGN_GPU_BUDGET seconds (360):
+# sections left when it is spent are reported as not run. The CMake build of the pipeline
+# section starts in the background at the beginning, so it overlaps the extension's. Exit
+# status: 0 when every section wanted passed.
 # Without a GPU, a CUDA build of torch (PyPI's torch 2.11.0 is the lent H200's 2.11.0+cu130) still
 # runs `build` and `pipeline` for real (ctest then skips the CUDA test): a pre-flight of the builds.
 # Environment: PYTHON, CUDA_HOME, TORCH_CUDA_ARCH_LIST ("8.0;9.0", "9.0+PTX"; default: GPU 0's
@@ -113,7 +114,8 @@ section_build() {
 # CPU vs CUDA bit for bit, the caller's stream, CUDA graphs (tests/test_cuda.py), and every
 # compositing test on the CUDA device (the `device` fixture); the CPU cases are CI's.
 section_op_tests() {
-  local tests=(tests/test_cuda.py tests/test_composite.py tests/test_composite_props.py tests/test_composite_hostile.py)
+  local tests=(tests/test_cuda.py tests/test_composite.py tests/test_composite_props.py tests/test_composite_hostile.py
+               tests/test_ext_runtime.py)
   need "${tests[@]}" || return 1
   "$PY" -c 'import pytest' || { detail "pytest is not installed (set PYCGN_PYDEPS): not run."; return 1; }
   if ((DRY)); then
@@ -160,7 +162,8 @@ except (ValueError, RuntimeError) as e:
   # pytest-xdist, where installed, turns a crash into one failed test and runs the rest.
   local xd=()
   "$PY" -c 'import xdist' 2>/dev/null && xd=(-n 2)
-  "$PY" -m pytest -q -p no:cacheprovider -rs "${xd[@]}" -k "cuda or test_cuda" --junitxml "$OUT/op_tests.xml" "${tests[@]}" \
+  # (and the modules' link to the shared C++ runtime: the machine's g++ links a static one by default)
+  "$PY" -m pytest -q -p no:cacheprovider -rs "${xd[@]}" -k "cuda or test_cuda or shared_cxx_runtime" --junitxml "$OUT/op_tests.xml" "${tests[@]}" \
     2>&1 | tee "$OUT/op_tests.txt"
   local rc=${PIPESTATUS[0]}
   detail "" '```' "$(grep -E 'crashed|FAILED|passed|failed' "$OUT/op_tests.txt" | tail -n 25)" '```' ""
@@ -347,7 +350,12 @@ section_pipeline() {
   [[ $(cat "$OUT/pipeline_build.rc") == 0 ]] || { tail -n 40 "$OUT/pipeline_build.txt"; return 1; }
   # pycgn.pipeline.formats is CPU-only (cgn_generate --device cpu, AOTInductor compiles): CI's
   (cd "$PIPELINE_BUILD" && ctest -V --output-on-failure --timeout 100 -E 'pycgn\.pipeline\.formats') 2>&1 | tee "$OUT/ctest.txt"
-  local rc=${PIPESTATUS[0]}
+  local rc=${PIPESTATUS[0]} lib
+  # The libraries load the shared libstdc++ (CMakeLists.txt names it: this machine's g++ links a
+  # static copy by default, and pycgn._C crashed at its first error message with one).
+  for lib in $(find "$PIPELINE_BUILD" -maxdepth 2 -name 'libpycgn_*.so'); do
+    readelf -d "$lib" | grep -q 'NEEDED.*libstdc++' || { detail "- $lib does not load libstdc++.so.6"; rc=1; }
+  done
   detail "### CMake build and ctest (CUDA on, libtorch of torch $("$PY" -c 'import torch; print(torch.__version__)'))" "" \
     '```' "$(grep -E 'Test +#|tests passed|cuda:' "$OUT/ctest.txt")" '```' ""
   return "$rc"
@@ -536,6 +544,9 @@ write_report() {  # the table, then the details of the sections run so far; rena
     done
   } >"$OUT/report.md.tmp"
   mv "$OUT/report.md.tmp" "$OUT/report.md"
+  # Every text file in one archive too: the lent machine's tool brings back at most 8 files.
+  (cd "$OUT" && find . -maxdepth 2 -type f \( -name '*.md' -o -name '*.log' -o -name '*.txt' -o -name '*.xml' \) \
+     -print0 | tar czf gpu_check.tgz.tmp --null -T - 2>/dev/null; mv -f gpu_check.tgz.tmp gpu_check.tgz)
 }
 for s in "${wanted[@]}"; do : >"$OUT/$s.md"; done
 write_report
