@@ -124,9 +124,10 @@ section_op_tests() {
   dry_stop
   have_kernels || return 1
   detail "### Operator tests on CUDA" ""
-  # The first H200 run (2026-11-30) segfaulted at the first argument error the CUDA op raised:
-  # does raising crash the process, on each device, from pycgn's operator and from torch's own
-  # (a crash in both points at the machine's unwinder, not at pycgn)? cuda-gdb's backtrace if so.
+  # Runs 2 and 3 on the H200 (2026-11-30) crashed at the first argument error pycgn's operator
+  # raised, on CPU and CUDA: the machine's g++ linked a private libstdc++ into the module (fixed,
+  # tests/test_ext_runtime.py). Kept as a guard: does raising crash the process, on each device,
+  # from pycgn's operator and from torch's own? cuda-gdb's backtrace if so.
   local dev who r prc probe='import sys, torch, pycgn
 dev, who = sys.argv[1], sys.argv[2]
 m = torch.rand(1, 1, 4, 4, device=dev); f = torch.rand(1, 3, 4, 4, device=dev)
