@@ -33,7 +33,7 @@ LO, HI = 1e-4, 0.9999
 CASES = [(1024, 32), (64, 256)]  # (N, H=W)
 QUICK_CASES = [(128, 32), (8, 256)]  # --quick: a smoke run, the same shapes but N / 8
 OUTS = [("float32", "NCHW"), ("uint8", "NHWC")]
-SAME_BYTES = "copy (same bytes)"  # the yardstick row
+SAME_BYTES = "copy (same bytes)"  # the yardstick row, timed beside the candidates (CPU and CUDA)
 # The published texture shuffle (random circular crops), and the plain blend (no offsets), where
 # every candidate is bound by memory and the kernel's bar is the same-bytes copy.
 BLENDS = ("shuffle", "plain")
@@ -115,7 +115,7 @@ def run(args):
             nbytes = n * s * s * (4 + 2 * 3 * 4 + 3 * (1 if u8 else 4))
             cands = {
                 # the machine's limit, timed in the same interleaved rounds: a copy moving the same bytes
-                "copy (same bytes)": H.same_bytes_copy(nbytes),
+                SAME_BYTES: H.same_bytes_copy(nbytes),
                 "eager": lambda: eager(mask, fg, bg, fo, bo, u8),
                 "torch.compile": lambda: compiled(mask, fg, bg, fo, bo, u8),
                 "numpy": lambda: numpy_composite(*npargs, u8),
@@ -125,9 +125,9 @@ def run(args):
             if args.pycgn_only:
                 cands = {k: v for k, v in cands.items() if k.startswith(("pycgn", "copy"))}
             check(cands, pycgn.reference.composite(mask, fg, bg, fo, bo, out_dtype, layout), u8,
-                  skip=("copy (same bytes)",))
+                  skip=(SAME_BYTES,))
             times = H.interleave(cands, min_rounds=args.min_reps, max_rounds=args.max_reps, budget=args.seconds)
-            copy_gbs = nbytes / times["copy (same bytes)"].median / 1e9
+            copy_gbs = nbytes / times[SAME_BYTES].median / 1e9
             for name, t in times.items():
                 rows.append(dict(case=f"{n}x3x{s}x{s} {blend}", out=f"{out_dtype} {layout}", cand=name, ms=t.median * 1e3,
                                  spread=t.spread, gbs=nbytes / t.median / 1e9, faults=t.faults_per_call,

@@ -82,11 +82,7 @@ step "the shared C++ runtime, also under a compiler that links libstdc++ statica
 nice -n 10 cmake -S "$root" -B "$work/static" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
   -DPYCGN_BUILD_PIPELINE=OFF -DPYCGN_WITH_CUDA=OFF -DCMAKE_SHARED_LINKER_FLAGS=-static-libstdc++ >/dev/null
 nice -n 10 cmake --build "$work/static" -j"$jobs" >/dev/null
-for lib in "$work/static/libpycgn_core.so" "$build/libpycgn_core.so" "$build/cpp/libpycgn_pipeline.so"; do
-  [ -e "$lib" ] || continue
-  readelf -d "$lib" | grep -q 'NEEDED.*libstdc++' || { echo "$lib does not load libstdc++.so.6"; exit 1; }
-  if nm -D --defined-only "$lib" | grep -qE ' (__cxa_throw|__gxx_personality_v0)$'; then
-    echo "$lib carries a C++ runtime of its own"; exit 1
-  fi
-done
+libs=("$work/static/libpycgn_core.so" "$build/libpycgn_core.so")
+[ -e "$build/cpp/libpycgn_pipeline.so" ] && libs+=("$build/cpp/libpycgn_pipeline.so")
+"$root/tools/shared_cxx_runtime.sh" "${libs[@]}"
 step "ok"

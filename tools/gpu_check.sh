@@ -151,15 +151,6 @@ except (ValueError, RuntimeError) as e:
       fi
     done
   done
-  # No crash in a fresh process, yet the first run's crashed: then it needs state that earlier tests
-  # leave. Its order (test_cuda.py, then the CUDA test_out_variant) in one process, without xdist.
-  if ((prc < 128)); then
-    "$PY" -m pytest -q -p no:cacheprovider -p no:xdist -x -k "cuda or test_cuda" tests/test_cuda.py \
-      tests/test_composite.py::test_out_variant >"$OUT/op_probe_order.txt" 2>&1
-    prc=$?
-    detail "- test_cuda.py, then test_out_variant, in one process: exit $prc, $(tail -n 1 "$OUT/op_probe_order.txt")"
-    ((prc >= 128)) && detail '```' "$(grep -A 12 'Fatal Python error' "$OUT/op_probe_order.txt" | head -n 14)" '```'
-  fi
   # pytest-xdist, where installed, turns a crash into one failed test and runs the rest.
   local xd=()
   "$PY" -c 'import xdist' 2>/dev/null && xd=(-n 2)
@@ -290,7 +281,7 @@ def run(name, device, n, precision="float32", backend="auto"):
     s = time.perf_counter() - t
     ds = SynthDataset(out)  # the manifest and every shard's sha256 verified
     assert len(ds) == n
-    parts = [np.load(os.path.join(out, s["name"])) for s in ds.shards]  # in sample order
+    parts = [np.load(os.path.join(out, sh["name"])) for sh in ds.shards]  # in sample order
     arrays = {k: np.concatenate([p[k] for p in parts]) for k in ("images",) + KEYS}
     return device, manifest["backend"], precision, n, s, arrays
 
@@ -337,7 +328,7 @@ print(next(iter(sorted(glob.glob(os.path.join(d, "nvidia", "*", "lib", "libnvrtc
 }
 
 section_pipeline() {
-  need cmake CMakeLists.txt cpp/CMakeLists.txt || return 1
+  need cmake CMakeLists.txt cpp/CMakeLists.txt tools/shared_cxx_runtime.sh readelf nm || return 1
   "$PY" -c 'import torch.utils; print("libtorch at", torch.utils.cmake_prefix_path)' || return 1
   echo "pipeline: cmake in $PIPELINE_BUILD, CMAKE_CUDA_ARCHITECTURES=$CMAKE_ARCHS"
   dry_stop
@@ -351,12 +342,10 @@ section_pipeline() {
   [[ $(cat "$OUT/pipeline_build.rc") == 0 ]] || { tail -n 40 "$OUT/pipeline_build.txt"; return 1; }
   # pycgn.pipeline.formats is CPU-only (cgn_generate --device cpu, AOTInductor compiles): CI's
   (cd "$PIPELINE_BUILD" && ctest -V --output-on-failure --timeout 100 -E 'pycgn\.pipeline\.formats') 2>&1 | tee "$OUT/ctest.txt"
-  local rc=${PIPESTATUS[0]} lib
+  local rc=${PIPESTATUS[0]} bad
   # The libraries load the shared libstdc++ (CMakeLists.txt names it: this machine's g++ links a
   # static copy by default, and pycgn._C crashed at its first error message with one).
-  for lib in $(find "$PIPELINE_BUILD" -maxdepth 2 -name 'libpycgn_*.so'); do
-    readelf -d "$lib" | grep -q 'NEEDED.*libstdc++' || { detail "- $lib does not load libstdc++.so.6"; rc=1; }
-  done
+  bad=$(tools/shared_cxx_runtime.sh $(find "$PIPELINE_BUILD" -maxdepth 2 -name 'libpycgn_*.so')) || { detail "- $bad"; rc=1; }
   detail "### CMake build and ctest (CUDA on, libtorch of torch $("$PY" -c 'import torch; print(torch.__version__)'))" "" \
     '```' "$(grep -E 'Test +#|tests passed|cuda:' "$OUT/ctest.txt")" '```' ""
   return "$rc"
