@@ -4,6 +4,7 @@ The harness's own logic (interleaving, allocator environments, tables) is checke
 """
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import re
@@ -80,6 +81,23 @@ def test_composite_cuda_writes_its_report(tmp_path):
 
 
 # ---- the harness itself (fast) ----
+
+def test_composite_cuda_code_rehearsed_on_the_cpu():
+    """benchmarks/composite.py's CUDA run is the same code on the CPU, with small and odd cases:
+    a lent GPU gives it one try, so it must not first run there. Its check of every candidate
+    against the reference runs too (a wrong image raises)."""
+    spec = importlib.util.spec_from_file_location("_bench_composite", BENCH / "composite.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = argparse.Namespace(cases=[(4, 32), (3, 37)], cuda_reps=2, cuda_burst=2, cuda_compile=False)
+    text = bench.run_cuda(args, device="cpu")
+    for pat in [r"^## CPU rehearsal of the CUDA run ",
+                rf"^\| 3x3x37x37 \| uint8 NHWC \| pycgn out= \| {NUM} \| {NUM} \| \d+% \| \d+% \| {NUM}x \|$",
+                rf"^\| 4x3x32x32 \| float32 NCHW \| eager \| {NUM} \|",
+                rf"^\| 3x3x37x37 \| float32 NCHW \| copy \(same bytes\) \| {NUM} \| {NUM} \| \d+% \| 100% \|",
+                r"^Bar: pycgn >= 80% of a same-bytes device copy's rate at 37x37: worst \d+% -> (PASS|FAIL)$"]:
+        assert re.search(pat, text, re.M), f"no line matching {pat!r} in:\n{text}"
+
 
 def test_interleave_takes_turns_with_warmup_and_bounds():
     order = []
