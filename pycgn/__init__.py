@@ -1,6 +1,6 @@
 """pycgn: fast, dependable counterfactual images from Counterfactual Generative Networks."""
 from ._version import __version__
-from . import _ext
+from . import _ext  # noqa: F401  (loads the operators; pycgn._ext says which kernels were built)
 from .api import Generator, Parts, generate, info
 from .sheets import grid, interpolate
 from .checkpoint import CheckpointError, ModelInfo, load, save

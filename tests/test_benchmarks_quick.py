@@ -38,7 +38,7 @@ QUICK = {
                               rf"^\| pycgn synth \| \d+ \| {NUM} \| \d+ \| {NUM}x \|"]),
     "imagenet": ([], [rf"^\| eager \| 1 \| {NUM} \| {NUM} \| 1.00x \| {NUM} \| \d+% \|"]),
     "bg_nets": ([], [rf"^\| 16 \| three nets, periodic, torch \| [\d,]+ \| {NUM}x \| \d+% \|",
-                     rf"^\| 16 \| background net, dense \| [\d,]+ \| 1.00x \| - \|"]),
+                     r"^\| 16 \| background net, dense \| [\d,]+ \| 1.00x \| - \|"]),
     # colored_mnist: its off-palette test needs no texture photos
     "invariance_parts": (["--model", "colored_mnist", "--tests", "palette,off-palette"],
                          [rf"^\| real masks, real random textures .* \| {NUM} % \| {NUM} % \| \d+ \|",
