@@ -127,10 +127,20 @@ section_op_tests() {
   dry_stop
   have_kernels || return 1
   detail "### Operator tests on CUDA" ""
+  # pytest-xdist, where installed, turns a crash into one failed test and runs the rest.
+  local xd=()
+  "$PY" -c 'import xdist' 2>/dev/null && xd=(-n 2)
+  # (and the modules' link to the shared C++ runtime, with the CPU error test: the machine's g++
+  # links a static one by default, and pycgn's errors crashed on both devices with it)
+  "$PY" -m pytest -q -p no:cacheprovider -rs "${xd[@]}" -k "cuda or test_cuda or shared_cxx_runtime or raised_whole" --junitxml "$OUT/op_tests.xml" "${tests[@]}" \
+    2>&1 | tee "$OUT/op_tests.txt"
+  local rc=${PIPESTATUS[0]}
+  detail "" '```' "$(grep -E 'crashed|FAILED|passed|failed' "$OUT/op_tests.txt" | tail -n 25)" '```' ""
   # Runs 2 and 3 on the H200 (2026-11-30) crashed at the first argument error pycgn's operator
   # raised, on CPU and CUDA: the machine's g++ linked a private libstdc++ into the module (fixed,
-  # tests/test_ext_runtime.py). Kept as a guard: does raising crash the process, on each device,
-  # from pycgn's operator and from torch's own? cuda-gdb's backtrace if so.
+  # tests/test_ext_runtime.py). Kept as a guard, after the tests so a diagnosis cannot eat their
+  # time: does raising crash the process, on each device, from pycgn's operator and from torch's
+  # own (the four side by side)? cuda-gdb's backtrace of the first crash if so.
   local dev who r prc probe='import sys, torch, pycgn
 dev, who = sys.argv[1], sys.argv[2]
 m = torch.rand(1, 1, 4, 4, device=dev); f = torch.rand(1, 3, 4, 4, device=dev)
@@ -141,28 +151,29 @@ try:
         pycgn.composite(m, f, f, out_dtype="uint8", layout="NHWC", out=torch.empty(1, dtype=torch.uint8, device=dev))
 except (ValueError, RuntimeError) as e:
     print("raised", type(e).__name__ + ":", str(e).splitlines()[0])'
+  local -A pid=()
   for dev in cpu cuda; do
     for who in torch pycgn; do
-      "$PY" -c "$probe" "$dev" "$who" >"$OUT/op_probe_${dev}_$who.txt" 2>&1
+      "$PY" -c "$probe" "$dev" "$who" >"$OUT/op_probe_${dev}_$who.txt" 2>&1 &
+      pid[${dev}_$who]=$!
+    done
+  done
+  local gdb_done=0
+  for dev in cpu cuda; do
+    for who in torch pycgn; do
+      wait "${pid[${dev}_$who]}"
       prc=$?
       r=$(tail -n 1 "$OUT/op_probe_${dev}_$who.txt")
       detail "- an argument error from $who's $dev operator: exit $prc, $r"
-      if ((prc >= 128)) && [[ -n $(tool cuda-gdb) ]]; then  # killed by a signal
-        timeout 60 "$(tool cuda-gdb)" -q -batch -ex run -ex bt --args "$PY" -c "$probe" "$dev" "$who" \
+      if ((prc >= 128 && !gdb_done)) && [[ -n $(tool cuda-gdb) ]]; then  # killed by a signal
+        gdb_done=1
+        timeout 30 "$(tool cuda-gdb)" -q -batch -ex run -ex bt --args "$PY" -c "$probe" "$dev" "$who" \
           >"$OUT/op_crash_${dev}_$who.txt" 2>&1
         detail '```' "$(grep -E '^#[0-9]+ ' "$OUT/op_crash_${dev}_$who.txt" | head -n 30)" '```'
       fi
     done
   done
-  # pytest-xdist, where installed, turns a crash into one failed test and runs the rest.
-  local xd=()
-  "$PY" -c 'import xdist' 2>/dev/null && xd=(-n 2)
-  # (and the modules' link to the shared C++ runtime, with the CPU error test: the machine's g++
-  # links a static one by default, and pycgn's errors crashed on both devices with it)
-  "$PY" -m pytest -q -p no:cacheprovider -rs "${xd[@]}" -k "cuda or test_cuda or shared_cxx_runtime or raised_whole" --junitxml "$OUT/op_tests.xml" "${tests[@]}" \
-    2>&1 | tee "$OUT/op_tests.txt"
-  local rc=${PIPESTATUS[0]}
-  detail "" '```' "$(grep -E 'crashed|FAILED|passed|failed' "$OUT/op_tests.txt" | tail -n 25)" '```' ""
+  detail ""
   return "$rc"
 }
 
