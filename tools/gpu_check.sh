@@ -372,16 +372,25 @@ section_pipeline() {
 # side by side, each in its own process (run 3 on the H200: 81 s for float32 alone, and the float16
 # compile then ran past the section's limit); the measuring process finds both in the cache.
 section_aoti() {
-  local p pids=() pid rc=0 pkg bad
+  local p rc=0 pkg bad compiled=()
+  local -A pid=()
   rm -rf "$OUT/aoti_cache"
   for p in float32 float16; do
     DRY=$DRY "$PY" -c "$AOTI_PY" compile "$p" "$OUT/aoti_cache" >"$OUT/aoti_compile_$p.txt" 2>&1 &
-    pids+=($!)
+    pid[$p]=$!
   done
-  for pid in "${pids[@]}"; do wait "$pid" || rc=1; done  # these two only (not the section's other jobs)
-  for p in float32 float16; do cat "$OUT/aoti_compile_$p.txt"; done
-  ((rc == 0)) || { echo "an aoti compile failed"; return 1; }
-  DRY=$DRY "$PY" -c "$AOTI_PY" measure float32,float16 "$OUT/aoti_cache" "$OUT/$CURRENT.md" || rc=1
+  for p in float32 float16; do  # these two only (not the section's other jobs)
+    if wait "${pid[$p]}"; then
+      compiled+=("$p")
+    else
+      rc=1
+      detail "- the aoti $p compile failed: $(tail -n 1 "$OUT/aoti_compile_$p.txt")" ""
+    fi
+    cat "$OUT/aoti_compile_$p.txt"
+  done
+  ((${#compiled[@]})) || return 1
+  # the precisions that compiled, measured (a failed one is reported above)
+  DRY=$DRY "$PY" -c "$AOTI_PY" measure "$(IFS=,; echo "${compiled[*]}")" "$OUT/aoti_cache" "$OUT/$CURRENT.md" || rc=1
   # Whether the packages' native code shares torch's C++ runtime: inductor compiles it with this
   # machine's g++, whose default links a static copy (pycgn's own modules guard against that).
   if ((!DRY)); then
