@@ -149,12 +149,13 @@ def run_cuda(args, device="cuda"):
     dev = torch.device(device)
     if dev.type == "cuda":
         props = torch.cuda.get_device_properties(dev)
-        name, l2 = props.name, getattr(props, "L2_cache_size", 50 << 20) or (50 << 20)
-        title = f"CUDA: {name} (torch {torch.__version__}, CUDA {torch.version.cuda})"
-    else:
-        l2 = 1 << 20  # a rehearsal: a few copies of the inputs will do
+        l2 = getattr(props, "L2_cache_size", 50 << 20) or (50 << 20)
+        title = f"CUDA: {props.name} (torch {torch.__version__}, CUDA {torch.version.cuda})"
+        copy_bytes, copy_name, clock = 1 << 30, "1 GiB", "CUDA events"
+    else:  # a rehearsal: a few copies of the inputs will do
+        l2 = 1 << 20
         title = f"CPU rehearsal of the CUDA run (torch {torch.__version__})"
-    copy_bytes, copy_name = (1 << 30, "1 GiB") if dev.type == "cuda" else (16 << 20, "16 MiB")
+        copy_bytes, copy_name, clock = 16 << 20, "16 MiB", "the host clock"
     copy_gbs = H.copy_bandwidth(copy_bytes, dev, rounds=30)
     compiled = torch.compile(eager, dynamic=False) if args.cuda_compile else None
     rows = []
@@ -206,7 +207,7 @@ def run_cuda(args, device="cuda"):
              f"Device copy bandwidth (copy_ of {copy_name}, read + write, best of 30): {copy_gbs:.0f} GB/s; "
              f"L2 {l2 >> 20} MiB; inputs rotated through copies exceeding 4x L2; output poisoned before each run; "
              f"median of {args.cuda_reps} interleaved turns of {args.cuda_burst} back-to-back calls, timed with "
-             f"{'CUDA events' if dev.type == 'cuda' else 'the host clock'}.", ""]
+             f"{clock}.", ""]
     lines += H.table(["case", "output", "candidate", "ms", "GB/s", f"of {copy_name} copy bw", "of same-bytes copy",
                       "pycgn speed-up"],
                      [[r["case"], r["out"], r["cand"], f"{r['ms']:.3f}", f"{r['gbs']:.0f}", H.share(r["frac"]),
@@ -303,12 +304,12 @@ def main():
                    help="back-to-back calls per timed turn on CUDA (1: the latency of one call from an idle GPU)")
     p.add_argument("--cuda-compile", action="store_true", help="also time torch.compile on CUDA (slow to compile)")
     args = p.parse_args()
+    args.cases = QUICK_CASES if args.quick else CASES
     if args.device == "cuda":
-        args.cases = QUICK_CASES if args.quick else CASES
         H.write_report(args.out, run_cuda(args))
         return 0
     args.seconds, args.min_reps, args.max_reps = (0.0, 3, 3) if args.quick else (8.0, 15, 200)
-    args.cases, args.copy_rounds = (QUICK_CASES, 3) if args.quick else (CASES, 15)
+    args.copy_rounds = 3 if args.quick else 15
     if args.child_json:
         return H.child_result(args.child_json, run(args))
     variants = {"glibc": ("glibc", {})}

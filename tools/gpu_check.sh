@@ -151,27 +151,24 @@ try:
         pycgn.composite(m, f, f, out_dtype="uint8", layout="NHWC", out=torch.empty(1, dtype=torch.uint8, device=dev))
 except (ValueError, RuntimeError) as e:
     print("raised", type(e).__name__ + ":", str(e).splitlines()[0])'
+  local k probes=(cpu_torch cpu_pycgn cuda_torch cuda_pycgn) gdb_done=0
   local -A pid=()
-  for dev in cpu cuda; do
-    for who in torch pycgn; do
-      "$PY" -c "$probe" "$dev" "$who" >"$OUT/op_probe_${dev}_$who.txt" 2>&1 &
-      pid[${dev}_$who]=$!
-    done
+  for k in "${probes[@]}"; do
+    "$PY" -c "$probe" "${k%_*}" "${k#*_}" >"$OUT/op_probe_$k.txt" 2>&1 &
+    pid[$k]=$!
   done
-  local gdb_done=0
-  for dev in cpu cuda; do
-    for who in torch pycgn; do
-      wait "${pid[${dev}_$who]}"
-      prc=$?
-      r=$(tail -n 1 "$OUT/op_probe_${dev}_$who.txt")
-      detail "- an argument error from $who's $dev operator: exit $prc, $r"
-      if ((prc >= 128 && !gdb_done)) && [[ -n $(tool cuda-gdb) ]]; then  # killed by a signal
-        gdb_done=1
-        timeout 30 "$(tool cuda-gdb)" -q -batch -ex run -ex bt --args "$PY" -c "$probe" "$dev" "$who" \
-          >"$OUT/op_crash_${dev}_$who.txt" 2>&1
-        detail '```' "$(grep -E '^#[0-9]+ ' "$OUT/op_crash_${dev}_$who.txt" | head -n 30)" '```'
-      fi
-    done
+  for k in "${probes[@]}"; do
+    dev=${k%_*} who=${k#*_}
+    wait "${pid[$k]}"
+    prc=$?
+    r=$(tail -n 1 "$OUT/op_probe_$k.txt")
+    detail "- an argument error from $who's $dev operator: exit $prc, $r"
+    if ((prc >= 128 && !gdb_done)) && [[ -n $(tool cuda-gdb) ]]; then  # killed by a signal
+      gdb_done=1
+      timeout 30 "$(tool cuda-gdb)" -q -batch -ex run -ex bt --args "$PY" -c "$probe" "$dev" "$who" \
+        >"$OUT/op_crash_$k.txt" 2>&1
+      detail '```' "$(grep -E '^#[0-9]+ ' "$OUT/op_crash_$k.txt" | head -n 30)" '```'
+    fi
   done
   detail ""
   return "$rc"
@@ -464,7 +461,7 @@ def rate(fn, n):
 
 for precision in precisions:
     with open(os.path.join(os.path.dirname(report), f"aoti_compile_{precision}.txt")) as f:
-        compiled = [line.split()[-2] for line in f if "compiled in" in line]
+        compile_s = [line.split()[-2] for line in f if "compiled in" in line]
     assert runtime.aoti_cached(model, precision, dev), f"{precision}: the compiling process left no package"
     t = time.perf_counter()
     runner = runtime.make_runner(model, backend="aoti", device=dev, precision=precision)  # from the cache
@@ -486,7 +483,7 @@ for precision in precisions:
     fast = rate(lambda: runner(u, y, u, y, u, y), 256)
     with torch.inference_mode():
         slow = rate(lambda: model(u, y, u, y, u, y), 256)
-    lines.append(f"| {precision} | {compiled[-1] if compiled else '?'} | {load_ms:.0f} | {worst:.2e} "
+    lines.append(f"| {precision} | {compile_s[-1] if compile_s else '?'} | {load_ms:.0f} | {worst:.2e} "
                  f"(bar {tol[precision]:g}) | {fast:,.0f} | {slow:,.0f} |")
     print(lines[-1], flush=True)
 with open(report, "a") as f:
